@@ -1,0 +1,50 @@
+"""Shared fixtures: tiny phantom data sets in tmp dirs, the real data (or a skip), and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tumorlab.synth import write_folders, write_lgg
+
+REAL_DATA_ENV = "TUMORLAB_REAL_DATA"
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """The folder of the real downloads (``$TUMORLAB_REAL_DATA``), or a skip saying why."""
+    value = os.environ.get(REAL_DATA_ENV)
+    if not value:
+        pytest.skip(f"{REAL_DATA_ENV} is unset: point it at the shared real data (e.g. ../shared/data)")
+    path = Path(value)
+    if not path.is_dir():
+        pytest.skip(f"{REAL_DATA_ENV}={value} is not a folder")
+    return path
+
+
+@pytest.fixture(scope="session")
+def lgg_phantom(tmp_path_factory) -> Path:
+    """8 phantom patients of 8-12 slices at 256 px in the kaggle_3m layout (session-wide, read-only)."""
+    out = tmp_path_factory.mktemp("lgg_phantom")
+    write_lgg(out, patients=8, slices=(8, 12), seed=7)
+    return out
+
+
+@pytest.fixture(scope="session")
+def folders_phantom(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("folders_phantom")
+    write_folders(out, train_per_class=4, test_per_class=2, size=96, seed=3)
+    return out
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the ``tumorlab`` command in a subprocess, as a user types it, offline."""
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "tumorlab", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )

@@ -1,0 +1,113 @@
+"""The LGG loader on phantoms and on the real kaggle_3m sample; patient-level splits."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from tumorlab.data import LGGDataModule, check_disjoint, scan_kaggle_3m, split_by_group
+from tumorlab.data.io import read_mask
+from tumorlab.errors import DataError
+
+
+def test_scan_counts_and_numeric_order(lgg_phantom):
+    slices = scan_kaggle_3m(lgg_phantom)
+    files = sorted((lgg_phantom / "kaggle_3m").rglob("*_mask.tif"))
+    assert len(slices) == len(files)
+    assert len({s.patient for s in slices}) == 8
+    for patient in {s.patient for s in slices}:
+        numbers = [s.index for s in slices if s.patient == patient]
+        assert numbers == sorted(numbers) and numbers[0] == 1
+    # the same root reached from the folder above or from kaggle_3m itself
+    assert [s.image for s in scan_kaggle_3m(lgg_phantom / "kaggle_3m")] == [s.image for s in slices]
+
+
+def test_nested_copy_and_ds_store_are_not_counted(lgg_phantom, tmp_path):
+    root = tmp_path / "lgg-mri-segmentation"
+    shutil.copytree(lgg_phantom / "kaggle_3m", root / "kaggle_3m")
+    shutil.copytree(lgg_phantom / "kaggle_3m", root / "lgg-mri-segmentation" / "kaggle_3m")
+    (root / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    case = next(p for p in (root / "kaggle_3m").iterdir() if p.is_dir())
+    (case / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    slices = scan_kaggle_3m(root)
+    assert len(slices) == len(scan_kaggle_3m(lgg_phantom))
+    assert all("lgg-mri-segmentation/lgg-mri-segmentation" not in str(s.image) for s in slices)
+
+
+def test_bad_roots_name_the_path(tmp_path, lgg_phantom):
+    with pytest.raises(DataError, match=f"{tmp_path / 'missing'} does not exist"):
+        scan_kaggle_3m(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="holds no LGG slices"):
+        scan_kaggle_3m(tmp_path / "empty")
+    broken = tmp_path / "broken"
+    shutil.copytree(lgg_phantom / "kaggle_3m", broken)
+    mask = next(broken.rglob("*_3_mask.tif"))
+    mask.unlink()
+    with pytest.raises(DataError, match="slice without its mask"):
+        scan_kaggle_3m(broken)
+
+
+def test_split_by_patient_is_disjoint_complete_and_deterministic():
+    groups = np.repeat([f"P{i:02d}" for i in range(20)], 7)
+    a = split_by_group(groups, seed=3)
+    b = split_by_group(groups, seed=3)
+    c = split_by_group(groups, seed=4)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert any(not np.array_equal(a[k], c[k]) for k in a)
+    assert sorted(np.concatenate(list(a.values()))) == list(range(len(groups)))
+    patients = {k: set(groups[v]) for k, v in a.items()}
+    assert not (
+        patients["train"] & patients["val"]
+        or patients["train"] & patients["test"]
+        or patients["val"] & patients["test"]
+    )
+    assert [len(patients[k]) for k in ("train", "val", "test")] == [14, 3, 3]
+
+
+def test_leak_check_and_too_few_patients():
+    groups = np.array(["A", "A", "B", "C"])
+    with pytest.raises(DataError, match="patient leakage.*A"):
+        check_disjoint({"train": np.array([0, 2]), "test": np.array([1, 3])}, groups)
+    with pytest.raises(DataError, match="at least 3 patients"):
+        split_by_group(["A", "A", "B"])
+    with pytest.raises(DataError, match="sum"):
+        split_by_group(groups, fractions=(0.5, 0.3, 0.3))
+
+
+def test_datamodule_batches(lgg_phantom):
+    dm = LGGDataModule(str(lgg_phantom), image_size=32, batch_size=4, num_workers=0)
+    dm.setup("fit")
+    assert set(dm.split_patients("train")).isdisjoint(dm.split_patients("test"))
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (4, 3, 32, 32) and batch["image"].dtype == torch.float32
+    assert batch["mask"].shape == (4, 1, 32, 32)
+    assert set(batch["mask"].unique().tolist()) <= {0.0, 1.0}
+    # the label is derived from the full-size mask
+    ds = dm.datasets["test"]
+    for i in range(len(ds)):
+        assert int(ds[i]["label"]) == int(read_mask(ds.slices[i].mask).any())
+
+
+def test_real_lgg_sample(real_data):
+    root = real_data / "lgg-mri-segmentation"
+    slices = scan_kaggle_3m(root)
+    patients = sorted({s.patient for s in slices})
+    assert len(patients) == 12
+    assert len(slices) == 378
+    assert sum(int(read_mask(s.mask).any()) for s in slices) == 129
+    # numeric, not textual, slice order; patient ids are the keys of data.csv
+    first = [s.index for s in slices if s.patient == patients[0]]
+    assert first == list(range(1, len(first) + 1))
+    with open(root / "kaggle_3m" / "data.csv") as f:
+        assert sorted(row["Patient"] for row in csv.DictReader(f)) == patients
+    dm = LGGDataModule(str(root), image_size=64, batch_size=8, num_workers=0)
+    dm.setup("fit")
+    sizes = {k: len(dm.split_patients(k)) for k in ("train", "val", "test")}
+    assert sum(sizes.values()) == 12 and min(sizes.values()) >= 1
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["image"].shape == (8, 3, 64, 64)

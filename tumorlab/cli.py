@@ -1,0 +1,176 @@
+"""The ``tumorlab`` command: LightningCLI subcommands (fit, validate, test, predict) and plain subcommands.
+
+Imports stay lazy: ``tumorlab --help`` and ``tumorlab synth --help`` never import torch, lightning, timm,
+smp or wandb. Each plain subcommand imports its implementation only when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import netrc
+import os
+import sys
+from collections.abc import Sequence
+
+from tumorlab import __version__
+from tumorlab.errors import TumorlabError
+
+__all__ = ["main"]
+
+LIGHTNING_COMMANDS = {
+    "fit": "train a model (LightningCLI; --config, --model, --data, --trainer)",
+    "validate": "evaluate a checkpoint on the validation split",
+    "test": "evaluate a checkpoint on the test split and print the metrics",
+    "predict": "write per-slice predictions of a checkpoint to the run folder",
+}
+
+# Architecture -> the task that trains it: `--model UNetWithClassifier` is shorthand for
+# `--model MultiTaskTask --model.net UNetWithClassifier`.
+ARCHITECTURE_TASKS = {"UNetWithClassifier": "MultiTaskTask"}
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    """Run the ``tumorlab`` command with ``args`` (default: ``sys.argv[1:]``); return the exit status."""
+    argv = list(sys.argv[1:] if args is None else args)
+    try:
+        if argv and argv[0] in LIGHTNING_COMMANDS:
+            configure_wandb_mode()
+            from tumorlab.lightning_cli import run_lightning_cli
+
+            run_lightning_cli(expand_model_shorthand(argv))
+            return 0
+        parser = build_parser()
+        ns = parser.parse_args(argv)
+        if not hasattr(ns, "func"):
+            parser.print_help()
+            return 0
+        return int(ns.func(ns) or 0)
+    except Exception as err:
+        # jsonargparse wraps errors raised while it instantiates classes: report the user's error, if any.
+        cause = _user_error(err)
+        if cause is None:
+            raise
+        print(f"tumorlab: error: {cause}", file=sys.stderr)
+        return 2
+
+
+def _user_error(err: BaseException | None) -> TumorlabError | None:
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, TumorlabError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def expand_model_shorthand(argv: list[str]) -> list[str]:
+    """Rewrite ``--model <Architecture>`` into the task that trains it with that architecture as ``net``."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        value = None
+        if arg == "--model" and i + 1 < len(argv):
+            value, step = argv[i + 1], 2
+        elif arg.startswith("--model="):
+            value, step = arg.split("=", 1)[1], 1
+        name = value.rsplit(".", 1)[-1] if value else None
+        if name in ARCHITECTURE_TASKS:
+            out += ["--model", ARCHITECTURE_TASKS[name], "--model.net", value]
+            i += step
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
+def _has_wandb_credentials() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].split("/")[0]
+    try:
+        return netrc.netrc().authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def configure_wandb_mode() -> None:
+    """Log to W&B offline unless the user chose a mode or has credentials: no account, no network needed."""
+    if "WANDB_MODE" not in os.environ and not _has_wandb_credentials():
+        os.environ["WANDB_MODE"] = "offline"
+
+
+def _synth(ns: argparse.Namespace) -> int:
+    from tumorlab.synth import write_folders, write_lgg
+
+    common = {"size": ns.size, "seed": ns.seed, "difficulty": ns.difficulty, "overwrite": ns.overwrite}
+    try:
+        if ns.layout == "lgg":
+            summary = write_lgg(ns.out, patients=ns.patients, slices=tuple(ns.slices), **common)
+            print(
+                f"wrote {summary['patients']} patients, {summary['slices']} slices "
+                f"({summary['tumour_slices']} with tumour) to {ns.out}/kaggle_3m"
+            )
+        else:
+            summary = write_folders(
+                ns.out, train_per_class=ns.train_per_class, test_per_class=ns.test_per_class, **common
+            )
+            for split, counts in summary.items():
+                print(f"wrote {sum(counts.values())} images to {ns.out}/{split}: {counts}")
+    except (FileExistsError, ValueError) as err:
+        raise TumorlabError(str(err)) from err
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of the plain subcommands; the LightningCLI ones are listed for ``--help`` only."""
+    parser = argparse.ArgumentParser(
+        prog="tumorlab",
+        description="Train, compare and explain brain-tumour MRI classifiers and segmenters "
+        "with leak-proof, patient-level evaluation.",
+        epilog="Run `tumorlab <command> --help` for the options of a command; "
+        "`tumorlab fit --config configs/demo.yaml --print_config` shows a full config.",
+    )
+    parser.add_argument("--version", action="version", version=f"tumorlab {__version__}")
+    sub = parser.add_subparsers(title="commands", metavar="<command>")
+    for name, help_text in LIGHTNING_COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+
+    synth = sub.add_parser(
+        "synth",
+        help="generate synthetic brain-MRI phantoms in the layout of a real data set",
+        description="Write a deterministic synthetic data set in the on-disk layout of the LGG kaggle_3m "
+        "download (--layout lgg) or of the 4-class folder download (--layout folders).",
+    )
+    synth.add_argument(
+        "--layout",
+        choices=("lgg", "folders"),
+        required=True,
+        help="lgg: kaggle_3m/<case>/<case>_<n>.tif + _mask.tif + data.csv; "
+        "folders: Training/ and Testing/ with one JPEG folder per class",
+    )
+    synth.add_argument("--out", required=True, help="output folder (must be new or empty unless --overwrite)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed; the same seed writes the same files")
+    synth.add_argument("--size", type=int, default=256, help="image side in pixels (the real sets: 256)")
+    synth.add_argument(
+        "--difficulty", type=float, default=0.3, help="0 (clean, high tumour contrast) to 1 (noisy, faint tumours)"
+    )
+    synth.add_argument("--patients", type=int, default=20, help="lgg: number of patients")
+    synth.add_argument(
+        "--slices",
+        type=int,
+        nargs=2,
+        default=(20, 32),
+        metavar=("MIN", "MAX"),
+        help="lgg: slices per patient, drawn between MIN and MAX",
+    )
+    synth.add_argument("--train-per-class", type=int, default=60, help="folders: Training images per class")
+    synth.add_argument("--test-per-class", type=int, default=15, help="folders: Testing images per class")
+    synth.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
+    synth.set_defaults(func=_synth)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""LightningCLI for tumorlab: subclass mode for model and data, one new run folder per command.
+
+Short class names work because the tumorlab tasks and DataModules are imported here:
+``--model MultiTaskTask``, ``--data LGGDataModule``, ``--model.net UNetWithClassifier``.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+import tumorlab.data  # noqa: F401  (registers the DataModules for short names)
+import tumorlab.models  # noqa: F401  (registers the architectures)
+import tumorlab.tasks  # noqa: F401  (registers the tasks)
+from tumorlab.runs import find_checkpoint, new_run_dir, run_info, update_run_json
+
+__all__ = ["TumorlabCLI", "run_lightning_cli"]
+
+# `tumorlab` passes its (possibly rewritten) arguments explicitly; Lightning warns whenever sys.argv is also set.
+warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+
+
+class TumorlabCLI(LightningCLI):
+    """LightningCLI with tumorlab's run folders, metric tables and data checks.
+
+    Adds ``--run.root`` (default ``runs``), ``--run.name`` (the experiment's folder) and
+    ``--run.test_after_fit`` (test the best checkpoint when ``fit`` ends).
+    """
+
+    def __init__(self, args: list[str]) -> None:
+        self.argv = list(args)
+        super().__init__(
+            model_class=LightningModule,
+            datamodule_class=LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            auto_configure_optimizers=False,
+            save_config_kwargs={"overwrite": False},
+            args=args,
+        )
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument("--run.root", type=str, default="runs", help="folder that holds all run folders")
+        parser.add_argument(
+            "--run.name", type=str, default="default", help="experiment name: runs go to <root>/<name>/"
+        )
+        parser.add_argument(
+            "--run.test_after_fit",
+            type=bool,
+            default=False,
+            help="after fit, test the best checkpoint and print the test metrics",
+        )
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config[self.subcommand]
+        self.run_dir = new_run_dir(cfg.run.root, cfg.run.name, self.subcommand)
+        cfg.trainer.default_root_dir = str(self.run_dir)
+        loggers = cfg.trainer.logger if isinstance(cfg.trainer.logger, list) else [cfg.trainer.logger]
+        for logger in loggers:
+            init_args = getattr(logger, "init_args", None)
+            if init_args is not None and "save_dir" in init_args:
+                init_args.save_dir = str(self.run_dir)
+
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        check = getattr(self.model, "check_data", None)
+        if callable(check) and self.datamodule is not None:
+            check(self.datamodule)
+        # Everything is valid: only now does the run folder come into being.
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        for callback in self.trainer.checkpoint_callbacks:
+            if callback.dirpath is None:
+                callback.dirpath = str(self.run_dir / "checkpoints")
+        if self.trainer.is_global_zero:
+            update_run_json(self.run_dir, **run_info(self.subcommand, self.argv))
+            self._wandb_hint()
+
+    @rank_zero_only
+    def _wandb_hint(self) -> None:
+        if (
+            any(isinstance(lg, WandbLogger) for lg in self.trainer.loggers)
+            and os.environ.get("WANDB_MODE") == "offline"
+        ):
+            hint = f"wandb sync {self.run_dir}/wandb/offline-run-*"
+            print(f"W&B is offline (no credentials found); upload later with: {hint}")
+
+    def _resolve_ckpt(self) -> None:
+        ckpt = self.config_init[self.subcommand].get("ckpt_path")
+        if ckpt and ckpt not in ("best", "last", "hpc", "registry"):
+            self.config_init[self.subcommand]["ckpt_path"] = find_checkpoint(ckpt)
+
+    before_validate = before_test = before_predict = _resolve_ckpt
+
+    def after_fit(self) -> None:
+        ckpt = self.trainer.checkpoint_callback
+        best = getattr(ckpt, "best_model_path", "") or None
+        if self.trainer.is_global_zero:
+            score = getattr(ckpt, "best_model_score", None)
+            update_run_json(
+                self.run_dir,
+                best_checkpoint=best,
+                best_score={getattr(ckpt, "monitor", None): float(score)} if score is not None else None,
+                epochs=self.trainer.current_epoch,
+                train_time_s=getattr(self.model, "train_time_s", None),
+            )
+            print(f"run folder: {self.run_dir}\nbest checkpoint: {best}")
+        if self.config[self.subcommand].run.test_after_fit:
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if best else None)
+            self._report("test")
+
+    def after_validate(self) -> None:
+        self._report("val")
+
+    def after_test(self) -> None:
+        self._report("test")
+
+    def _report(self, split: str) -> None:
+        prefix = f"{split}/"
+        metrics = {k[len(prefix) :]: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith(prefix)}
+        if not self.trainer.is_global_zero:
+            return
+        update_run_json(self.run_dir, **{f"{split}_metrics": metrics})
+        print(format_metrics(metrics, f"{split} metrics", self.run_dir))
+
+    def predict(self, **kwargs) -> None:
+        batches = self.trainer.predict(**kwargs) or []
+        if self.trainer.is_global_zero:
+            path = write_predictions(batches, self.run_dir)
+            update_run_json(self.run_dir, predictions=str(path))
+            print(f"predictions: {path}")
+
+
+_ORDER = ("dice", "iou", "acc", "f1", "auroc", "loss", "loss_seg", "loss_cls")
+
+
+def format_metrics(metrics: dict[str, float], title: str, run_dir: Path) -> str:
+    """A plain two-column table, the main metrics first."""
+    keys = [k for k in _ORDER if k in metrics] + sorted(k for k in metrics if k not in _ORDER)
+    width = max([len(k) for k in keys] + [6])
+    lines = [f"{title}:", *(f"  {k:<{width}}  {metrics[k]:.4f}" for k in keys), f"run folder: {run_dir}"]
+    return "\n".join(lines)
+
+
+def write_predictions(batches: list[dict], run_dir: Path) -> Path:
+    """Write one CSV row per slice: patient, image, class probabilities and predicted tumour area."""
+    import csv
+
+    path = Path(run_dir) / "predictions.csv"
+    with open(path, "w", newline="") as f:
+        writer = None
+        for batch in batches:
+            probs = batch["class_prob"]
+            for i in range(probs.shape[0]):
+                row = {
+                    "patient": batch["patient"][i],
+                    "image": batch["image_path"][i],
+                    "predicted_class": int(probs[i].argmax()),
+                }
+                row.update({f"prob_{c}": float(p) for c, p in enumerate(probs[i])})
+                if "mask_prob" in batch:
+                    row["tumour_pixels"] = int((batch["mask_prob"][i] > 0.5).sum())
+                if writer is None:
+                    writer = csv.DictWriter(f, fieldnames=list(row))
+                    writer.writeheader()
+                writer.writerow(row)
+    return path
+
+
+def run_lightning_cli(args: list[str]) -> TumorlabCLI:
+    """Run ``tumorlab fit|validate|test|predict`` with ``args`` (the subcommand first)."""
+    return TumorlabCLI(args)

@@ -1,0 +1,110 @@
+"""Run folders: one new folder per command, never reused, with what is needed to trace the run.
+
+``<root>/<name>/<YYYY-mm-dd_HH-MM-SS>_<command>[_<k>]/`` holds ``config.yaml`` (the resolved config),
+``run.json`` (command line, git commit, package versions, best checkpoint, metrics), ``checkpoints/``
+and the logger's files (``wandb/offline-run-*`` in offline mode).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+__all__ = ["RUN_DIR_ENV", "new_run_dir", "run_info", "update_run_json", "find_checkpoint"]
+
+RUN_DIR_ENV = "TUMORLAB_RUN_DIR"
+_PACKAGES = (
+    "tumorlab",
+    "torch",
+    "torchvision",
+    "lightning",
+    "torchmetrics",
+    "timm",
+    "segmentation-models-pytorch",
+    "albumentations",
+    "wandb",
+)
+
+
+def _is_child_rank() -> bool:
+    return any(int(os.environ.get(v, "0") or 0) > 0 for v in ("LOCAL_RANK", "RANK", "NODE_RANK"))
+
+
+def new_run_dir(root: str | Path, name: str, command: str) -> Path:
+    """The path of a new, unused run folder (not created yet).
+
+    DDP worker processes started by Lightning inherit the folder of rank zero through ``TUMORLAB_RUN_DIR``.
+    """
+    inherited = os.environ.get(RUN_DIR_ENV)
+    if inherited and _is_child_rank():
+        return Path(inherited)
+    stamp = _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    base = Path(root).resolve() / name / f"{stamp}_{command}"
+    path, k = base, 1
+    while path.exists():
+        k += 1
+        path = base.with_name(f"{base.name}_{k}")
+    os.environ[RUN_DIR_ENV] = str(path)
+    return path
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).resolve().parent
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def run_info(command: str, argv: list[str]) -> dict[str, Any]:
+    """What identifies a run: command line, time, git commit and package versions."""
+    versions = {}
+    for pkg in _PACKAGES:
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {
+        "command": command,
+        "argv": ["tumorlab", *argv],
+        "started": _dt.datetime.now().isoformat(timespec="seconds"),
+        "python": sys.version.split()[0],
+        "git_commit": _git_commit(),
+        "versions": versions,
+    }
+
+
+def update_run_json(run_dir: Path, **fields: Any) -> dict[str, Any]:
+    """Merge ``fields`` into ``run_dir/run.json`` and return the whole record."""
+    path = Path(run_dir) / "run.json"
+    record = json.loads(path.read_text()) if path.exists() else {}
+    record.update(fields)
+    path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    return record
+
+
+def find_checkpoint(path: str | Path) -> str:
+    """Resolve ``--ckpt_path``: a file as it is, or a run folder to the best checkpoint it recorded."""
+    path = Path(path)
+    if path.is_dir():
+        record_path = path / "run.json"
+        best = json.loads(record_path.read_text()).get("best_checkpoint") if record_path.exists() else None
+        if not best:
+            last = path / "checkpoints" / "last.ckpt"
+            if last.exists():
+                return str(last)
+            from tumorlab.errors import ConfigError
+
+            raise ConfigError(
+                f"--ckpt_path {path}: a folder without a recorded best checkpoint or checkpoints/last.ckpt"
+            )
+        return best
+    return str(path)
