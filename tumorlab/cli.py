@@ -50,8 +50,17 @@ def main(args: Sequence[str] | None = None) -> int:
         cause = _user_error(err)
         if cause is None:
             raise
-        print(f"tumorlab: error: {cause}", file=sys.stderr)
+        print(f"tumorlab: error: {_one_line(cause)}", file=sys.stderr)
         return 2
+
+
+def _one_line(err: BaseException) -> str:
+    """The error's own message; for one re-raised from a DataLoader worker, the last line of its traceback."""
+    text = str(err)
+    if "\nOriginal Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return text
 
 
 def _user_error(err: BaseException | None) -> TumorlabError | None:

@@ -64,7 +64,7 @@ class TumorDataModule(LightningDataModule):
             only the train:val ratio is used.
         num_folds: k-fold cross-validation of the non-test patients (``StratifiedGroupKFold``); ``None``: hold-out.
         fold: the fold that validates, in ``[0, num_folds)``.
-        seed: random state of the split and the weighted sampler.
+        seed: random state of the split.
         augment: training augmentations, e.g. ``{hflip: 0.5, affine: {shift: 0.05, scale: 0.1, rotate: 10},
             brightness_contrast: 0.5, elastic: {p: 0.2}}`` (keys: hflip, vflip, rotate, affine,
             brightness_contrast, elastic; a number is the probability). ``null``: ``{hflip: 0.5}``;
@@ -334,8 +334,8 @@ class TumorDataModule(LightningDataModule):
         if train and self.weighted_sampler:
             counts = np.bincount(ds.labels, minlength=self.num_classes).astype(np.float64)
             weights = 1.0 / counts[ds.labels]
-            gen = torch.Generator().manual_seed(self.seed)
-            sampler = WeightedRandomSampler(weights.tolist(), num_samples=len(ds), replacement=True, generator=gen)
+            # Draws follow torch's global RNG (seed_everything), like shuffling, and differ from epoch to epoch.
+            sampler = WeightedRandomSampler(weights.tolist(), num_samples=len(ds), replacement=True)
         return DataLoader(
             ds,
             batch_size=self.batch_size,
