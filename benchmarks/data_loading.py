@@ -89,14 +89,18 @@ def run(root: str, model_steps: int) -> list[tuple[str, str, str]]:
     for workers in (0, 2):
         dm, _ = datamodule(root, "none", workers)
         rate, seconds = epoch_rate(dm.train_dataloader())
-        rows.append((f"train epoch, no cache (decodes every image), {workers} workers", f"{rate:.0f}", f"{seconds:.1f}"))
+        rows.append(
+            (f"train epoch, no cache (decodes every image), {workers} workers", f"{rate:.0f}", f"{seconds:.1f}")
+        )
         print(rows[-1], flush=True)
     for workers in (0, 2):
         dm, _ = datamodule(root, "memory", workers)
         loader = dm.train_dataloader()
         for epoch in (1, 2):
             rate, seconds = epoch_rate(loader)
-            rows.append((f"train epoch {epoch} from the memory cache, {workers} workers", f"{rate:.0f}", f"{seconds:.1f}"))
+            rows.append(
+                (f"train epoch {epoch} from the memory cache, {workers} workers", f"{rate:.0f}", f"{seconds:.1f}")
+            )
             print(rows[-1], flush=True)
     rate = model_throughput(model_steps)
     rows.append(("9-layer CNN training (fwd + bwd + Adam), 128 px, batch 32", f"{rate:.1f}", "-"))

@@ -130,9 +130,10 @@ def test_lgg_slice_without_its_mask(lgg, tmp_path):
     with pytest.raises(DataError, match=f"{image}: slice without its mask"):
         LGGDataModule(str(root), **TINY)
     dm = LGGDataModule(str(root), on_bad_file="skip", **TINY)
-    assert dm.skipped_files == [(str(image), f"{image}: slice without its mask (expected {image.stem}_mask.tif beside it)")]
+    assert dm.skipped_files == [
+        (str(image), f"{image}: slice without its mask (expected {image.stem}_mask.tif beside it)")
+    ]
     assert len(dm.samples) == len(list(root.rglob("*_mask.tif")))
-
 
 
 def test_lgg_mask_of_another_size(lgg, tmp_path):
@@ -148,8 +149,16 @@ def test_bad_slice_through_the_cli_is_one_line(lgg, tmp_path):
     victim = sorted(root.rglob("*_2.tif"))[0]
     _truncated(victim)
     r = run_cli(
-        "fit", "--config", str(REPO / "configs" / "demo.yaml"), "--data.root", str(root), "--data.image_size", "32",
-        "--trainer.max_epochs", "1", cwd=tmp_path,
+        "fit",
+        "--config",
+        str(REPO / "configs" / "demo.yaml"),
+        "--data.root",
+        str(root),
+        "--data.image_size",
+        "32",
+        "--trainer.max_epochs",
+        "1",
+        cwd=tmp_path,
     )
     assert r.returncode == 2
     errors = [line for line in r.stderr.splitlines() if line.startswith("tumorlab: error:")]

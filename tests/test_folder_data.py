@@ -17,7 +17,12 @@ from tumorlab.errors import DataError
 from tumorlab.synth import write_folders
 
 SARTAJ = ["glioma_tumor", "meningioma_tumor", "no_tumor", "pituitary_tumor"]
-MASOUD = {"glioma_tumor": "glioma", "meningioma_tumor": "meningioma", "no_tumor": "notumor", "pituitary_tumor": "pituitary"}
+MASOUD = {
+    "glioma_tumor": "glioma",
+    "meningioma_tumor": "meningioma",
+    "no_tumor": "notumor",
+    "pituitary_tumor": "pituitary",
+}
 TINY = {"image_size": 32, "batch_size": 4, "num_workers": 0}
 
 
@@ -108,7 +113,9 @@ def test_duplicate_groups_never_straddle_splits_and_test_copies_leave_training(d
         assert dropped == ["leak exact.jpg", "leak near.jpg"]
         kept = {s.image.name for name in ("train", "val") for s in dm.datasets[name].samples}
         assert not kept & {"leak exact.jpg", "leak near.jpg"}
-    with pytest.raises(DataError, match=r"2 training images have a copy in the test set: .*leak exact\.jpg = .*Testing"):
+    with pytest.raises(
+        DataError, match=r"2 training images have a copy in the test set: .*leak exact\.jpg = .*Testing"
+    ):
         FolderDataModule(str(root), test_duplicates="raise", **TINY).setup()
     exact_only = FolderDataModule(str(root), duplicates="exact", **TINY)
     exact_only.setup()
