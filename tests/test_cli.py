@@ -37,7 +37,7 @@ TINY = [
 def test_help_lists_every_command_without_heavy_imports(tmp_path):
     result = run_cli("--help", cwd=tmp_path)
     assert result.returncode == 0
-    for command in ("fit", "validate", "test", "predict", "synth"):
+    for command in ("fit", "validate", "test", "predict", "synth", "audit"):
         assert command in result.stdout
     probe = (
         "import sys; from tumorlab.cli import build_parser; build_parser(); "

@@ -111,3 +111,60 @@ def test_real_lgg_sample(real_data):
     assert sum(sizes.values()) == 12 and min(sizes.values()) >= 1
     batch = next(iter(dm.val_dataloader()))
     assert batch["image"].shape == (8, 3, 64, 64)
+
+
+def test_tasks_decide_whether_batches_carry_masks(lgg_phantom):
+    for task, has_mask in (("segmentation", True), ("classification", False), ("multitask", True)):
+        dm = LGGDataModule(str(lgg_phantom), task=task, image_size=32, batch_size=4, num_workers=0)
+        assert dm.num_classes == 2 and dm.class_names == ["no_tumour", "tumour"] and dm.in_channels == 3
+        dm.setup()
+        batch = next(iter(dm.val_dataloader()))
+        assert ("mask" in batch) == has_mask and batch["label"].dtype == torch.long
+    flair = LGGDataModule(str(lgg_phantom), channels=[1], image_size=32, num_workers=0)
+    assert flair.in_channels == 1
+    flair.setup()
+    assert flair.datasets["train"][0]["image"].shape == (1, 32, 32)
+
+
+def test_edge_slices_metadata_and_class_weights(lgg_phantom):
+    full = LGGDataModule(str(lgg_phantom), image_size=32, num_workers=0)
+    trimmed = LGGDataModule(str(lgg_phantom), drop_edge_slices=True, image_size=32, num_workers=0)
+    assert len(trimmed.samples) == len(full.samples) - 2 * len(full.patients)
+    first_last = {(s.patient, s.index) for s in full.slices} - {(s.patient, s.index) for s in trimmed.slices}
+    for patient in full.patients:
+        numbers = [s.index for s in full.slices if s.patient == patient]
+        assert {(patient, min(numbers)), (patient, max(numbers))} <= first_last
+    assert sorted(full.metadata) == full.patients and "age_at_initial_pathologic" in full.metadata[full.patients[0]]
+    full.setup()
+    labels = np.array([int(read_mask(s.mask).any()) for s in full.datasets["train"].slices])
+    counts = np.bincount(labels, minlength=2)
+    expected = counts.sum() / (2 * counts)
+    assert torch.allclose(full.class_weights(), torch.tensor(expected / expected.mean(), dtype=torch.float32))
+    assert float(full.class_weights().mean()) == pytest.approx(1.0)
+
+
+def test_kfold_by_patient_partitions_the_non_test_patients(lgg_phantom):
+    folds = []
+    for fold in range(3):
+        dm = LGGDataModule(str(lgg_phantom), num_folds=3, fold=fold, image_size=32, num_workers=0)
+        dm.setup()
+        folds.append({k: set(dm.split_patients(k)) for k in ("train", "val", "test")})
+    assert folds[0]["test"] == folds[1]["test"] == folds[2]["test"]
+    vals = [f["val"] for f in folds]
+    assert sum(map(len, vals)) == len(set().union(*vals)) == 8 - len(folds[0]["test"])
+    for f in folds:
+        assert f["train"] == set(dm.patients) - f["val"] - f["test"]
+
+
+def test_real_lgg_folds_are_stratified_by_tumour_burden(real_data):
+    root = real_data / "lgg-mri-segmentation"
+    dm = LGGDataModule(str(root), num_folds=3, image_size=32, cache="none", num_workers=0)
+    dm.setup()
+    assert int(dm.labels.sum()) == 129 and len(dm.metadata) == 12
+    strata = dm.strata(dm.labels, dm.keep)
+    assert set(strata.tolist()) == {0, 1}  # 12 patients: below / above the median burden
+    per_patient = {s.patient: int(b) for s, b in zip(dm.samples, strata, strict=True)}
+    for name in ("train", "val", "test"):
+        bins = [per_patient[p] for p in dm.split_patients(name)]
+        if len(bins) >= 2:
+            assert 0 < sum(bins) < len(bins), (name, bins)  # both halves of the burden range are represented

@@ -50,8 +50,17 @@ def main(args: Sequence[str] | None = None) -> int:
         cause = _user_error(err)
         if cause is None:
             raise
-        print(f"tumorlab: error: {cause}", file=sys.stderr)
+        print(f"tumorlab: error: {_one_line(cause)}", file=sys.stderr)
         return 2
+
+
+def _one_line(err: BaseException) -> str:
+    """The error's own message; for one re-raised from a DataLoader worker, the last line of its traceback."""
+    text = str(err)
+    if "\nOriginal Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return text
 
 
 def _user_error(err: BaseException | None) -> TumorlabError | None:
@@ -123,6 +132,18 @@ def _synth(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _audit(ns: argparse.Namespace) -> int:
+    import json
+    import logging
+
+    from tumorlab.data.audit import audit, format_audit
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    report = audit(ns.root, test_root=ns.test_root, near_threshold=ns.near_threshold, seed=ns.seed)
+    print(json.dumps(report, indent=2) if ns.json else format_audit(report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of the plain subcommands; the LightningCLI ones are listed for ``--help`` only."""
     parser = argparse.ArgumentParser(
@@ -169,6 +190,27 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--test-per-class", type=int, default=15, help="folders: Testing images per class")
     synth.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
     synth.set_defaults(func=_synth)
+
+    audit = sub.add_parser(
+        "audit",
+        help="report what a data root holds: classes, patients, splits, duplicates, leaks, bad files",
+        description="Read a data root as training would and report counts per class, patient and split, "
+        "byte-identical duplicates (SHA-256), near-duplicates (256-bit perceptual hash), duplicates shared "
+        "with a test root, unreadable and skipped files, image sizes and modes.",
+    )
+    audit.add_argument(
+        "root", help="class folders (optionally Training/ + Testing/), an LGG kaggle_3m tree, or a CSV manifest"
+    )
+    audit.add_argument("--test-root", help="class folders of a test set whose overlap with ROOT is reported")
+    audit.add_argument("--json", action="store_true", help="print the full report as JSON")
+    audit.add_argument(
+        "--near-threshold",
+        type=int,
+        default=12,  # = tumorlab.data.duplicates.DEFAULT_NEAR_THRESHOLD (not imported: keeps --help fast)
+        help="perceptual-hash bits (of 256) within which two images count as near-duplicates (default 12)",
+    )
+    audit.add_argument("--seed", type=int, default=42, help="seed of the split that is reported (default 42)")
+    audit.set_defaults(func=_audit)
     return parser
 
 

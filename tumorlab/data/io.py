@@ -2,6 +2,7 @@
 
 Images come back as ``(H, W, 3)`` uint8 RGB whatever the file holds: grey-level and RGBA files are
 converted, 16-bit files are rescaled to 8 bits. Masks come back as ``(H, W)`` uint8 with values 0/1.
+Every failure is a ``DataError`` that names the file and the cause.
 """
 
 from __future__ import annotations
@@ -13,20 +14,41 @@ import numpy as np
 
 from tumorlab.errors import DataError
 
-__all__ = ["IMAGE_SUFFIXES", "read_image", "read_mask"]
+__all__ = ["IMAGE_SUFFIXES", "read_image", "read_mask", "decode_image", "image_mode", "to_rgb"]
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".jpg", ".jpeg", ".png", ".bmp")
 
+# OpenCV logs its own warnings for every unreadable file; tumorlab reports them itself as one DataError each.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
-def _decode(path: Path) -> np.ndarray:
+
+def read_bytes(path: Path) -> bytes:
+    """The bytes of ``path``; ``DataError`` for a missing or empty (0-byte) file."""
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    if path.stat().st_size == 0:
+    data = path.read_bytes()
+    if not data:
         raise DataError(f"{path}: empty file (0 bytes)")
-    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    return data
+
+
+def decode_image(data: bytes, path: str | Path) -> np.ndarray:
+    """Decode encoded image bytes as stored (any depth and channel count); ``path`` names the file in errors."""
+    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if array is None:
         raise DataError(f"{path}: not a readable image (corrupt, truncated or not an image)")
     return array
+
+
+def _decode(path: Path) -> np.ndarray:
+    return decode_image(read_bytes(path), path)
+
+
+def image_mode(array: np.ndarray) -> str:
+    """A short description of a decoded array as stored: ``grey 8-bit``, ``RGB 8-bit``, ``RGBA 16-bit`` ..."""
+    channels = 1 if array.ndim == 2 else array.shape[2]
+    kind = {1: "grey", 2: "grey+alpha", 3: "RGB", 4: "RGBA"}.get(channels, f"{channels}-channel")
+    return f"{kind} {array.dtype.itemsize * 8}-bit" + ("" if array.dtype.kind in "ui" else f" {array.dtype}")
 
 
 def _to_uint8(array: np.ndarray) -> np.ndarray:
@@ -37,14 +59,15 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
     return (array * (255.0 / hi) if hi > 0 else array).round().clip(0, 255).astype(np.uint8)
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as ``(H, W, 3)`` uint8 RGB."""
-    path = Path(path)
-    array = _to_uint8(_decode(path))
+def to_rgb(array: np.ndarray, path: str | Path) -> np.ndarray:
+    """Convert a decoded array (OpenCV channel order) to ``(H, W, 3)`` uint8 RGB."""
+    array = _to_uint8(array)
     if array.ndim == 2:
         return cv2.cvtColor(array, cv2.COLOR_GRAY2RGB)
     if array.ndim == 3 and array.shape[2] == 1:
         return cv2.cvtColor(array[..., 0], cv2.COLOR_GRAY2RGB)
+    if array.ndim == 3 and array.shape[2] == 2:  # grey + alpha: keep the grey
+        return cv2.cvtColor(np.ascontiguousarray(array[..., 0]), cv2.COLOR_GRAY2RGB)
     if array.ndim == 3 and array.shape[2] == 3:
         return cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
     if array.ndim == 3 and array.shape[2] == 4:
@@ -52,10 +75,19 @@ def read_image(path: str | Path) -> np.ndarray:
     raise DataError(f"{path}: unsupported image shape {array.shape}; expected grey-level, RGB or RGBA")
 
 
-def read_mask(path: str | Path) -> np.ndarray:
-    """Read a mask file as ``(H, W)`` uint8 with 1 for tumour, 0 elsewhere (any non-zero value is tumour)."""
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as ``(H, W, 3)`` uint8 RGB."""
     path = Path(path)
-    array = _decode(path)
+    return to_rgb(_decode(path), path)
+
+
+def mask_from_array(array: np.ndarray) -> np.ndarray:
+    """A decoded mask as ``(H, W)`` uint8 0/1 (any non-zero value in any channel is tumour)."""
     if array.ndim == 3:
         array = array.max(axis=2)
     return (array > 0).astype(np.uint8)
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """Read a mask file as ``(H, W)`` uint8 with 1 for tumour, 0 elsewhere (any non-zero value is tumour)."""
+    return mask_from_array(_decode(Path(path)))

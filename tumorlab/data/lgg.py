@@ -4,27 +4,28 @@
 ``<case>_<n>_mask.tif`` masks. The case is ``TCGA_<site>_<patient>_<date>`` and the patient id is
 ``TCGA_<site>_<patient>``. The full download holds a second copy of every case folder under
 ``lgg-mri-segmentation/kaggle_3m/`` and macOS ``.DS_Store`` files: each case is read once, from the
-copy nearest to ``root``, and hidden files are ignored.
+copy nearest to ``root``, and hidden files are ignored. ``data.csv`` (one row per patient: genomic
+clusters, grade, age ...) becomes ``LGGDataModule.metadata``.
 """
 
 from __future__ import annotations
 
+import csv
+import itertools
 import logging
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-import torch
-from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
+import numpy as np
 
-from tumorlab.data.io import read_image, read_mask
-from tumorlab.data.splits import SPLITS, split_by_group
-from tumorlab.data.transforms import build_transforms
-from tumorlab.errors import DataError
+from tumorlab.data.base import TumorDataModule
+from tumorlab.data.cache import Sample, SampleInfo
+from tumorlab.errors import ConfigError, DataError
 
-__all__ = ["LGGSlice", "scan_kaggle_3m", "LGGDataset", "LGGDataModule"]
+__all__ = ["LGGSlice", "scan_kaggle_3m", "read_lgg_metadata", "LGGDataModule", "patient_of"]
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def _case_folders(root: Path) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        if not any(_MASK.match(f) for f in filenames):
+        if not any(_MASK.match(f) or _SLICE.match(f) for f in filenames):
             continue
         folder = Path(dirpath)
         previous = found.get(folder.name)
@@ -63,11 +64,16 @@ def _case_folders(root: Path) -> dict[str, Path]:
     return found
 
 
-def scan_kaggle_3m(root: str | Path) -> list[LGGSlice]:
+def scan_kaggle_3m(root: str | Path, skipped: list[tuple[str, str]] | None = None) -> list[LGGSlice]:
     """List every slice under ``root`` once, in patient order and numeric slice order.
 
+    Args:
+        root: the ``kaggle_3m`` folder or any folder above it.
+        skipped: where given, a slice without its mask (or a mask without its slice) is appended to it as
+            ``(path, reason)`` and left out instead of raising.
+
     Raises:
-        DataError: ``root`` is missing, holds no slices, or a slice lacks its mask (or a mask its slice).
+        DataError: ``root`` is missing, holds no slices, or (without ``skipped``) a slice lacks its mask.
     """
     root = Path(root)
     if not root.is_dir():
@@ -80,122 +86,117 @@ def scan_kaggle_3m(root: str | Path) -> list[LGGSlice]:
                 masks[int(m["n"])] = folder / name
             elif m := _SLICE.match(name):
                 images[int(m["n"])] = folder / name
-        for n in sorted(images.keys() - masks.keys()):
-            raise DataError(f"{images[n]}: slice without its mask (expected {images[n].stem}_mask.tif beside it)")
-        for n in sorted(masks.keys() - images.keys()):
-            raise DataError(f"{masks[n]}: mask without its slice")
-        slices += [LGGSlice(images[n], masks[n], case, patient_of(case), n) for n in sorted(images)]
+        orphans = [
+            (str(images[n]), f"{images[n]}: slice without its mask (expected {images[n].stem}_mask.tif beside it)")
+            for n in sorted(images.keys() - masks.keys())
+        ] + [(str(masks[n]), f"{masks[n]}: mask without its slice") for n in sorted(masks.keys() - images.keys())]
+        if orphans and skipped is None:
+            raise DataError(orphans[0][1])
+        if skipped is not None:
+            skipped += orphans
+        slices += [
+            LGGSlice(images[n], masks[n], case, patient_of(case), n) for n in sorted(images.keys() & masks.keys())
+        ]
     if not slices:
         raise DataError(f"data root {root} holds no LGG slices; expected {_EXPECTED}")
     return slices
 
 
-class LGGDataset(Dataset):
-    """Slices as dictionaries: ``image`` (3, H, W) float, ``mask`` (1, H, W) float 0/1, ``label`` 0/1, ``patient``."""
-
-    def __init__(self, slices: list[LGGSlice], transform) -> None:
-        self.slices = slices
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.slices)
-
-    def __getitem__(self, i: int) -> dict:
-        s = self.slices[i]
-        image, mask = read_image(s.image), read_mask(s.mask)
-        if image.shape[:2] != mask.shape:
-            raise DataError(f"{s.mask}: mask size {mask.shape} differs from its slice {image.shape[:2]}")
-        out = self.transform(image=image, mask=mask)
-        mask_t = out["mask"].float().unsqueeze(0)
-        return {
-            "image": out["image"],
-            "mask": mask_t,
-            "label": torch.tensor(int(mask.any()), dtype=torch.long),
-            "patient": s.patient,
-            "image_path": str(s.image),
-        }
+def read_lgg_metadata(root: str | Path, slices: list[LGGSlice]) -> dict[str, dict[str, str]]:
+    """The rows of ``data.csv`` (beside the case folders actually read) keyed by patient id; ``{}`` if absent."""
+    folders = sorted({s.image.parent.parent for s in slices}, key=lambda p: len(p.parts))
+    for folder in folders:
+        path = folder / "data.csv"
+        if path.is_file():
+            with open(path, newline="") as f:
+                reader = csv.DictReader(f)
+                if not reader.fieldnames or "Patient" not in reader.fieldnames:
+                    raise DataError(f"{path}: expected a 'Patient' column, found {reader.fieldnames}")
+                return {row["Patient"]: row for row in reader}
+    return {}
 
 
-def _default_workers() -> int:
-    # On small machines the main process decodes fast enough; worker start-up would cost more than it saves.
-    cpus = os.cpu_count() or 1
-    return 0 if cpus <= 2 else min(4, cpus - 1)
-
-
-class LGGDataModule(LightningDataModule):
-    """The LGG kaggle_3m data: split by patient into train/val/test, resized, flipped for training.
+class LGGDataModule(TumorDataModule):
+    """The LGG kaggle_3m data for segmentation, tumour classification or both, split by patient.
 
     Args:
         root: the ``kaggle_3m`` folder of the download, or any folder above it (e.g. ``lgg-mri-segmentation``).
+        task: ``segmentation`` and ``multitask`` batches carry ``mask``; ``classification`` batches do not.
+            Every batch carries ``label``: 1 when the slice's full-size mask has any tumour pixel.
         image_size: side in pixels that slices and masks are resized to.
         batch_size: slices per batch.
-        num_workers: data-loading processes; ``None`` picks a default for this machine.
-        split: fractions of patients for train, val and test.
-        seed: seed of the patient split.
-        hflip: probability of a horizontal flip in training.
-        vflip: probability of a vertical flip in training.
+        drop_edge_slices: leave out the first and last slice of each volume (``true`` or ``1``), or the
+            first and last ``n`` slices (an integer), which are mostly empty skull caps.
+        **kwargs: the shared options of ``TumorDataModule`` (split, num_folds, fold, seed, channels, augment,
+            brain_crop, cache, weighted_sampler, on_bad_file, duplicates, ...).
+
+    Splits are stratified by tumour burden: each patient's share of slices with tumour, binned into tertiles
+    (halves below 30 patients, no bins below 8).
     """
 
     num_classes = 2
-    class_names = ("no_tumour", "tumour")
+    class_names = ["no_tumour", "tumour"]
 
     def __init__(
         self,
         root: str,
+        task: Literal["segmentation", "classification", "multitask"] = "multitask",
         image_size: int = 128,
         batch_size: int = 16,
-        num_workers: int | None = None,
-        split: tuple[float, float, float] = (0.7, 0.15, 0.15),
-        seed: int = 42,
-        hflip: float = 0.5,
-        vflip: float = 0.0,
+        drop_edge_slices: bool | int = False,
+        **kwargs,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
+        super().__init__(image_size=image_size, batch_size=batch_size, **kwargs)
+        if task not in ("segmentation", "classification", "multitask"):
+            raise ConfigError(f"data.task must be segmentation, classification or multitask, got {task!r}")
+        drop = int(drop_edge_slices)
+        if drop < 0:
+            raise ConfigError(f"data.drop_edge_slices must be >= 0, got {drop_edge_slices}")
+        self.root, self.task, self.drop_edge_slices = root, task, drop
+        self.with_mask = task != "classification"
         # Scan now: a wrong root stops the run before anything is written.
-        self.slices = scan_kaggle_3m(root)
-        self.num_workers = _default_workers() if num_workers is None else num_workers
-        self.datasets: dict[str, LGGDataset] = {}
+        orphans: list[tuple[str, str]] | None = [] if self.on_bad_file == "skip" else None
+        slices = scan_kaggle_3m(root, skipped=orphans)
+        self.skipped_files = orphans or []
+        if self.skipped_files:
+            log.warning("skipped %d unpaired LGG files (on_bad_file: skip); first: %s", *self._first(orphans))
+        self.slices = _drop_edges(slices, drop)
+        if not self.slices:
+            raise DataError(f"data root {root}: no slices left after dropping {drop} edge slices per volume")
+        self.metadata = read_lgg_metadata(root, self.slices)
+        self.samples = [Sample(s.image, -1, s.patient, s.mask, index=s.index) for s in self.slices]
+
+    @staticmethod
+    def _first(items: list[tuple[str, str]]) -> tuple[int, str]:
+        return len(items), items[0][1]
 
     @property
     def patients(self) -> list[str]:
+        """Sorted patient ids of all slices."""
         return sorted({s.patient for s in self.slices})
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.datasets:
-            return
-        hp = self.hparams
-        groups = [s.patient for s in self.slices]
-        self.split_indices = split_by_group(groups, hp.split, hp.seed)
-        for name in SPLITS:
-            transform = build_transforms(hp.image_size, train=name == "train", hflip=hp.hflip, vflip=hp.vflip)
-            self.datasets[name] = LGGDataset([self.slices[i] for i in self.split_indices[name]], transform)
-        counts = {k: (len(v), len({s.patient for s in v.slices})) for k, v in self.datasets.items()}
-        log.info("LGG split (slices, patients): %s", counts)
+    def sample_labels(self, infos: list[SampleInfo]) -> np.ndarray:
+        """1 where the full-size mask has any tumour pixel, else 0."""
+        return np.array([int((x.mask_pixels or 0) > 0) for x in infos], dtype=np.int64)
 
-    def split_patients(self, name: str) -> list[str]:
-        """Sorted patient ids of split ``name`` (after ``setup``)."""
-        return sorted({s.patient for s in self.datasets[name].slices})
+    def strata(self, labels: np.ndarray, keep: np.ndarray) -> np.ndarray:
+        """Tumour-burden bin of each slice's patient (share of the patient's slices with tumour)."""
+        patients = np.array([s.patient for s in self.samples])
+        names = sorted(set(patients[keep].tolist()))
+        burden = {p: float(labels[keep & (patients == p)].mean()) for p in names}
+        n_bins = 3 if len(names) >= 30 else 2 if len(names) >= 8 else 1
+        if n_bins == 1:
+            return np.zeros(len(patients), dtype=np.int64)
+        edges = np.quantile(list(burden.values()), np.linspace(0, 1, n_bins + 1)[1:-1])
+        bins = {p: int(np.searchsorted(edges, b, side="right")) for p, b in burden.items()}
+        return np.array([bins.get(p, 0) for p in patients], dtype=np.int64)
 
-    def _loader(self, name: str, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            self.datasets[name],
-            batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-            drop_last=False,
-        )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+def _drop_edges(slices: list[LGGSlice], n: int) -> list[LGGSlice]:
+    if n == 0:
+        return slices
+    out: list[LGGSlice] = []
+    for _, volume in itertools.groupby(slices, key=lambda s: s.case):  # slices come sorted by case
+        volume = list(volume)
+        out += volume[n : len(volume) - n]
+    return out

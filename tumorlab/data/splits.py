@@ -1,60 +1,187 @@
-"""Leak-proof splits: every group (patient) falls into exactly one of train / val / test.
+"""Leak-proof splits: every group (patient, duplicate group) falls into exactly one of train / val / test.
 
-scikit-learn's ``GroupShuffleSplit`` draws the splits; ``check_disjoint`` verifies the result, and a
-violation is an error, never a warning.
+scikit-learn draws the splits: ``ShuffleSplit`` / ``StratifiedShuffleSplit`` over the unique groups for
+hold-out fractions (the same draw as ``GroupShuffleSplit``, optionally stratified by a per-group stratum),
+and ``StratifiedGroupKFold`` for k-fold cross-validation. ``check_disjoint`` verifies every result: a
+patient or duplicate group in two splits is an error, never a warning.
 """
 
 from __future__ import annotations
 
+import logging
+import warnings
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.model_selection import GroupShuffleSplit
+from sklearn.model_selection import ShuffleSplit, StratifiedGroupKFold, StratifiedShuffleSplit
 
-from tumorlab.errors import DataError
+from tumorlab.errors import ConfigError, DataError
 
-__all__ = ["SPLITS", "split_by_group", "check_disjoint"]
+__all__ = ["SPLITS", "split_by_group", "kfold_by_group", "make_splits", "check_disjoint", "check_fractions"]
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 
 
+def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
+    """Three positive shares summing to 1, or ``DataError``."""
+    fractions = tuple(float(f) for f in fractions)
+    if len(fractions) != 3 or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+        raise DataError(f"split fractions must be three positive numbers summing to 1, got {list(fractions)}")
+    return fractions  # type: ignore[return-value]
+
+
+def _group_strata(groups: np.ndarray, strata: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Unique groups, each sample's position among them, and each group's most common stratum."""
+    unique, inverse = np.unique(groups, return_inverse=True)
+    if strata is None:
+        return unique, inverse, None
+    per_group: list[Counter] = [Counter() for _ in unique]
+    for g, s in zip(inverse.tolist(), np.asarray(strata).tolist(), strict=True):
+        per_group[g][s] += 1
+    return unique, inverse, np.array([c.most_common(1)[0][0] for c in per_group])
+
+
+def _holdout(groups: np.ndarray, share: float, seed: int, strata: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (into ``groups``) of the kept part and of a held-out ``share`` of the groups."""
+    unique, inverse, group_strata = _group_strata(groups, strata)
+    splitter = ShuffleSplit(n_splits=1, test_size=share, random_state=seed)
+    if group_strata is not None and len(set(group_strata.tolist())) > 1:
+        try:
+            keep_g, out_g = next(
+                StratifiedShuffleSplit(n_splits=1, test_size=share, random_state=seed).split(unique, group_strata)
+            )
+        except ValueError as err:  # too few groups per stratum for a stratified draw
+            log.info("stratified split not possible (%s); drawing groups without stratification", err)
+            keep_g, out_g = next(splitter.split(unique))
+    else:
+        keep_g, out_g = next(splitter.split(unique))
+    out = np.isin(inverse, out_g)
+    return np.flatnonzero(~out), np.flatnonzero(out)
+
+
 def split_by_group(
-    groups: Sequence[str], fractions: Sequence[float] = (0.7, 0.15, 0.15), seed: int = 0
+    groups: Sequence[str],
+    fractions: Sequence[float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+    strata: Sequence | None = None,
 ) -> dict[str, np.ndarray]:
     """Split sample indices into train/val/test so that no group appears in two splits.
 
     Args:
         groups: the group (patient id) of each sample.
-        fractions: shares of groups for train, val and test; must sum to 1.
+        fractions: shares of groups for train, val and test; must sum to 1. Each share is rounded up to
+            whole groups, as in scikit-learn.
         seed: the random state of the split; the same seed gives the same split.
+        strata: optional stratum of each sample (class, tumour-burden bin); each group counts with its most
+            common stratum and every split receives its share of each stratum's groups. When a stratum has
+            too few groups for that, the split is drawn unstratified (logged).
 
     Returns:
         ``{"train": idx, "val": idx, "test": idx}`` with sorted sample indices.
     """
-    fractions = tuple(float(f) for f in fractions)
-    if len(fractions) != 3 or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
-        raise DataError(f"split fractions must be three positive numbers summing to 1, got {list(fractions)}")
+    fractions = check_fractions(fractions)
+    return make_splits(groups, fractions, seed, strata=strata)
+
+
+def kfold_by_group(
+    groups: Sequence[str], num_folds: int, seed: int = 0, strata: Sequence | None = None
+) -> list[np.ndarray]:
+    """The validation indices of each of ``num_folds`` folds (``StratifiedGroupKFold``, shuffled by ``seed``).
+
+    The folds partition the samples and no group is split across folds; with ``strata`` every fold gets a
+    similar share of each stratum.
+    """
     groups = np.asarray(groups)
     n_groups = len(np.unique(groups))
-    if n_groups < 3:
-        raise DataError(f"a train/val/test split by patient needs at least 3 patients, found {n_groups}")
+    if num_folds < 2:
+        raise ConfigError(f"data.num_folds must be at least 2, got {num_folds}")
+    if n_groups < num_folds:
+        raise DataError(f"{num_folds}-fold cross-validation needs at least {num_folds} patients, found {n_groups}")
+    y = np.zeros(len(groups), dtype=int) if strata is None else np.unique(np.asarray(strata), return_inverse=True)[1]
+    cv = StratifiedGroupKFold(n_splits=num_folds, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class")
+        folds = [np.sort(val) for _, val in cv.split(np.zeros(len(groups)), y, groups)]
+    for k, val in enumerate(folds):
+        if len(val) == 0:
+            raise DataError(f"fold {k} of {num_folds} is empty with {n_groups} patients; use fewer folds")
+    return folds
+
+
+def make_splits(
+    groups: Sequence[str],
+    fractions: Sequence[float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+    strata: Sequence | None = None,
+    fixed_test: np.ndarray | None = None,
+    num_folds: int | None = None,
+    fold: int = 0,
+    duplicate_groups: Sequence[str] | None = None,
+) -> dict[str, np.ndarray]:
+    """Train/val/test indices: a test set (given or held out), then train/val by fractions or by k-fold.
+
+    Args:
+        groups: the split unit of each sample (patients, merged with duplicate groups where both exist).
+        fractions: train/val/test shares of groups. With ``fixed_test`` only the train:val ratio is used.
+        seed: random state of every draw.
+        strata: optional stratum per sample (see ``split_by_group``).
+        fixed_test: boolean per sample, ``True`` for samples of a given test set (a ``Testing/`` root, a
+            manifest's ``split`` column); ``None`` holds out ``fractions[2]`` of the groups.
+        num_folds: k-fold cross-validation of the non-test samples; fold ``fold`` is the validation split.
+        fold: which fold validates, in ``[0, num_folds)``.
+        duplicate_groups: checked by ``check_disjoint`` besides ``groups``.
+    """
+    groups = np.asarray(groups)
+    strata_arr = None if strata is None else np.asarray(strata)
+    f_train, f_val, f_test = check_fractions(fractions) if fixed_test is None else _loose(fractions)
     index = np.arange(len(groups))
-    outer = GroupShuffleSplit(n_splits=1, test_size=fractions[2], random_state=seed)
-    trainval, test = next(outer.split(index, groups=groups))
-    inner = GroupShuffleSplit(n_splits=1, test_size=fractions[1] / (fractions[0] + fractions[1]), random_state=seed)
-    train, val = next(inner.split(trainval, groups=groups[trainval]))
-    splits = {"train": np.sort(trainval[train]), "val": np.sort(trainval[val]), "test": np.sort(test)}
+    n_groups = len(np.unique(groups))
+    if fixed_test is None:
+        if n_groups < 3:
+            raise DataError(f"a train/val/test split by patient needs at least 3 patients, found {n_groups}")
+        rest, test = _holdout(groups, f_test, seed, strata_arr)
+    else:
+        fixed_test = np.asarray(fixed_test, dtype=bool)
+        rest, test = index[~fixed_test], index[fixed_test]
+    sub = None if strata_arr is None else strata_arr[rest]
+    if num_folds is not None:
+        if not 0 <= fold < num_folds:
+            raise ConfigError(f"data.fold must lie in [0, {num_folds}) for {num_folds} folds, got {fold}")
+        val = rest[kfold_by_group(groups[rest], num_folds, seed, sub)[fold]]
+        train = np.setdiff1d(rest, val)
+    else:
+        if len(np.unique(groups[rest])) < 2:
+            raise DataError(f"a train/val split needs at least 2 patients outside the test set, found {len(rest)}")
+        keep, out = _holdout(groups[rest], f_val / (f_train + f_val), seed, sub)
+        train, val = rest[keep], rest[out]
+    splits = {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
     for name, idx in splits.items():
         if len(idx) == 0:
             raise DataError(
                 f"split {name!r} is empty with {n_groups} patients and fractions {list(fractions)}; add patients"
             )
     check_disjoint(splits, groups)
+    if duplicate_groups is not None:
+        check_disjoint(splits, duplicate_groups, what="duplicate-image")
     return splits
 
 
-def check_disjoint(splits: dict[str, np.ndarray], groups: Sequence[str]) -> None:
-    """Raise ``DataError`` if any group appears in more than one split, naming the groups and splits."""
+def _loose(fractions: Sequence[float]) -> tuple[float, float, float]:
+    """Fractions where only train and val matter (the test set is given): those two must be positive."""
+    f = tuple(float(x) for x in fractions)
+    if len(f) != 3 or f[0] <= 0 or f[1] <= 0:
+        raise DataError(f"split fractions need positive train and val shares, got {list(fractions)}")
+    return f  # type: ignore[return-value]
+
+
+def check_disjoint(splits: dict[str, np.ndarray], groups: Sequence[str], what: str = "patient") -> None:
+    """Raise ``DataError`` if any group appears in more than one split, naming the groups and splits.
+
+    ``what`` names the kind of group in the message (``patient``, ``duplicate-image``).
+    """
     groups = np.asarray(groups)
     seen: dict[str, str] = {}
     leaks = []
@@ -64,4 +191,5 @@ def check_disjoint(splits: dict[str, np.ndarray], groups: Sequence[str]) -> None
                 leaks.append(f"{g} ({seen[g]} and {name})")
             seen.setdefault(g, name)
     if leaks:
-        raise DataError(f"patient leakage between splits: {', '.join(leaks[:10])}" + (" ..." if len(leaks) > 10 else ""))
+        more = f" ... ({len(leaks)} in all)" if len(leaks) > 10 else ""
+        raise DataError(f"{what} leakage between splits: {', '.join(leaks[:10])}{more}")

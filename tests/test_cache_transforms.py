@@ -1,0 +1,163 @@
+"""The decode cache (memory, disk, workers, no stale entries), joint augmentation and the brain crop."""
+
+from __future__ import annotations
+
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+import tumorlab.data.cache as cache_module
+from tumorlab.data import FolderDataModule, LGGDataModule
+from tumorlab.data.base import _seed_worker
+from tumorlab.data.transforms import DecodeSpec, brain_bbox, build_transforms, check_augment, prepare
+from tumorlab.errors import ConfigError
+
+TINY = {"image_size": 32, "batch_size": 4, "num_workers": 0, "augment": {}}
+
+
+def _images(dm, split: str = "val") -> torch.Tensor:
+    ds = dm.datasets[split]
+    return torch.stack([ds[k]["image"] for k in range(len(ds))])
+
+
+def test_memory_disk_and_no_cache_serve_the_same_arrays(lgg_phantom, tmp_path):
+    runs = {
+        kind: LGGDataModule(str(lgg_phantom), cache=kind, cache_dir=str(tmp_path), **TINY)
+        for kind in ("none", "memory", "disk")
+    }
+    for dm in runs.values():
+        dm.setup()
+    ref = _images(runs["none"])
+    for kind in ("memory", "disk"):
+        assert torch.equal(_images(runs[kind]), ref), kind
+    masks = [torch.stack([ds[k]["mask"] for k in range(len(ds))]) for ds in (r.datasets["val"] for r in runs.values())]
+    assert torch.equal(masks[0], masks[1]) and torch.equal(masks[0], masks[2])
+
+
+def test_disk_cache_is_reused_and_never_stale(lgg_phantom, tmp_path, monkeypatch):
+    root = shutil.copytree(lgg_phantom, tmp_path / "lgg")
+    cache_dir = tmp_path / "cache"
+    first = LGGDataModule(str(root), cache="disk", cache_dir=str(cache_dir), **TINY)
+    first.setup()
+    assert len(list(cache_dir.glob("*.json"))) == 1
+    ref = _images(first)
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("a file was decoded although the cache holds it")
+
+    with monkeypatch.context() as m:  # a second run decodes nothing
+        m.setattr(cache_module, "decode_image", no_decoding)
+        m.setattr(cache_module, "read_mask", no_decoding)
+        again = LGGDataModule(str(root), cache="disk", cache_dir=str(cache_dir), **TINY)
+        again.setup()
+        assert torch.equal(_images(again), ref)
+    # other settings are other entries
+    for change in ({"image_size": 24}, {"channels": [1]}, {"brain_crop": True}):
+        dm = LGGDataModule(str(root), cache="disk", cache_dir=str(cache_dir), **{**TINY, **change})
+        dm.setup()
+        plain = LGGDataModule(str(root), cache="none", **{**TINY, **change})
+        plain.setup()
+        assert torch.equal(_images(dm), _images(plain)), change
+    assert len(list(cache_dir.glob("*.json"))) == 4
+    # a changed file is a new entry, not the old arrays
+    victim = first.datasets["val"].samples[0].image
+    image = cv2.imread(str(victim), cv2.IMREAD_UNCHANGED)
+    cv2.imwrite(str(victim), 255 - image)
+    changed = LGGDataModule(str(root), cache="disk", cache_dir=str(cache_dir), **TINY)
+    changed.setup()
+    assert not torch.equal(_images(changed)[0], ref[0])
+    assert torch.equal(_images(changed)[1:], ref[1:])
+
+
+def test_memory_cache_follows_a_changed_image_size(lgg_phantom):
+    dm = LGGDataModule(str(lgg_phantom), **TINY)
+    dm.setup()
+    assert dm.datasets["train"][0]["image"].shape == (3, 32, 32)
+    dm.image_size = 40
+    dm.setup()
+    assert dm.datasets["train"][0]["image"].shape == (3, 40, 40)
+
+
+def test_workers_read_the_cache(folders_phantom):
+    ref = FolderDataModule(str(folders_phantom), **TINY)
+    ref.setup()
+    expected = torch.cat([b["image"] for b in ref.val_dataloader()])
+    for kind in ("memory", "disk"):
+        dm = FolderDataModule(str(folders_phantom), cache=kind, **{**TINY, "num_workers": 2})
+        dm.setup()
+        assert dm.persistent_workers and dm.pin_memory == torch.cuda.is_available()
+        assert torch.equal(torch.cat([b["image"] for b in dm.val_dataloader()]), expected), kind
+
+
+def test_workers_draw_different_augmentations(lgg_phantom):
+    dm = LGGDataModule(str(lgg_phantom), **{**TINY, "augment": {"brightness_contrast": 1.0, "affine": 1.0}})
+    dm.setup()
+    ds = dm.datasets["train"]
+    ds.indices = np.repeat(ds.indices[:1], 4)  # the same slice four times: two per worker
+    loader = DataLoader(ds, batch_size=1, num_workers=2, worker_init_fn=_seed_worker)
+    images = [b["image"] for b in loader]
+    assert not torch.equal(images[0], images[1]), "both workers drew the same augmentation"
+    assert not torch.equal(images[0], images[2])
+
+
+def test_augmentation_moves_image_and_mask_together_and_only_in_training(lgg_phantom):
+    dm = LGGDataModule(str(lgg_phantom), **{**TINY, "augment": {"hflip": 1.0}})
+    dm.setup()
+    store = dm.store
+    train, val = dm.datasets["train"], dm.datasets["val"]
+    k = int(np.argmax([store.load(i)[1].sum() for i in train.indices]))  # a slice with tumour
+    image, mask = store.load(int(train.indices[k]))
+    item = train[k]
+    assert torch.equal(item["mask"][0], torch.from_numpy(mask[:, ::-1].copy()).float())
+    plain = build_transforms(False)(image=image[:, ::-1].copy())["image"]
+    assert torch.allclose(item["image"], plain)
+    j = 0
+    image, mask = store.load(int(val.indices[j]))
+    assert torch.equal(val[j]["mask"][0], torch.from_numpy(mask).float())  # no augmentation at validation
+    # rotations, shifts and elastic warps keep the mask on the image (mask = thresholded image here)
+    blob = np.zeros((64, 64, 3), np.uint8)
+    cv2.circle(blob, (40, 24), 12, (200, 200, 200), -1)
+    blob_mask = (blob[..., 0] > 100).astype(np.uint8)
+    aug = build_transforms(True, {"affine": 1.0, "rotate": 1.0, "elastic": 1.0}, channels=(0, 1, 2))
+    for _ in range(5):
+        out = aug(image=blob, mask=blob_mask)
+        moved = out["image"][0] > ((100 / 255 - 0.485) / 0.229)
+        m = out["mask"].bool()
+        iou = (moved & m).sum() / (moved | m).sum()
+        assert iou > 0.85, float(iou)
+
+
+def test_augment_config_is_checked():
+    assert check_augment(None) == {"hflip": {"p": 0.5}}
+    assert check_augment({}) == {}
+    assert check_augment({"rotate": {"limit": 5}})["rotate"] == {"limit": 5.0, "p": 0.5}
+    with pytest.raises(ConfigError, match=r"data.augment.zoom: unknown augmentation"):
+        check_augment({"zoom": 0.5})
+    with pytest.raises(ConfigError, match=r"data.augment.affine.shear: unknown parameter"):
+        check_augment({"affine": {"shear": 3}})
+    with pytest.raises(ConfigError, match=r"probability must lie in \[0, 1\]"):
+        check_augment({"hflip": 1.5})
+    with pytest.raises(ConfigError, match="data.augment"):
+        LGGDataModule("/nonexistent", augment={"zoom": 1})
+
+
+def test_brain_crop_finds_the_head_and_crops_image_and_mask_alike():
+    image = np.zeros((100, 120, 3), np.uint8)
+    cv2.ellipse(image, (70, 45), (30, 20), 0, 0, 360, (120, 120, 120), -1)  # the "head": x 40-100, y 25-65
+    image[60:95, 5:15] = 0
+    mask = np.zeros((100, 120), np.uint8)
+    mask[40:50, 60:70] = 1
+    y0, y1, x0, x1 = brain_bbox(image)
+    assert abs(y0 - 25) <= 2 and abs(y1 - 66) <= 2 and abs(x0 - 40) <= 2 and abs(x1 - 101) <= 2
+    cropped, cropped_mask = prepare(image, mask, DecodeSpec(x1 - x0, (0, 1, 2), True))
+    assert cropped.shape == (x1 - x0, x1 - x0, 3)
+    ys, xs = np.nonzero(cropped_mask)
+    scale_y = (x1 - x0) / (y1 - y0)
+    assert abs(ys.min() - (40 - y0) * scale_y) <= 2 and abs(xs.min() - (60 - x0)) <= 1
+    assert brain_bbox(np.zeros((50, 50, 3), np.uint8)) is None  # an empty slice is left as it is
+    grey, _ = prepare(image, None, DecodeSpec(32, (1,), False))
+    assert grey.shape == (32, 32, 1)

@@ -1,0 +1,361 @@
+"""What every tumorlab DataModule shares: the decode pass and cache, duplicate groups, leak-proof splits,
+class weights, the weighted sampler and the loaders.
+
+A subclass lists its samples in ``__init__`` (``self.samples``, ``num_classes``, ``class_names``) so that a bad
+root fails before any run folder exists; ``setup()`` does the rest:
+
+1. one pass over every file (``cache.inspect_samples``): content hash, decode check, perceptual hash when
+   near-duplicates are asked for, prepared arrays into the decode cache;
+2. bad files raise (``on_bad_file: raise``) or are skipped, counted and reported (``skip``);
+3. duplicate groups (exact, or exact + near) are merged with patients into split units, so neither a patient
+   nor a duplicate group can straddle two splits; copies of test images in the training data are dropped
+   from training (``test_duplicates: drop``) or raise;
+4. the split (hold-out fractions or k-fold, stratified) is drawn and verified by ``check_disjoint``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from typing import Literal
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, WeightedRandomSampler, get_worker_info
+
+from tumorlab.data.cache import DecodeCache, Sample, SampleInfo, inspect_samples
+from tumorlab.data.dataset import SampleDataset, SampleStore
+from tumorlab.data.duplicates import DEFAULT_NEAR_THRESHOLD, components, group_ids, near_pairs, pairs_of_equal
+from tumorlab.data.splits import SPLITS, check_disjoint, make_splits
+from tumorlab.data.transforms import DecodeSpec, build_transforms, check_augment
+from tumorlab.errors import ConfigError, DataError
+
+__all__ = ["TumorDataModule", "default_workers"]
+
+log = logging.getLogger(__name__)
+
+
+def default_workers() -> int:
+    """Loader processes for this machine: none on 1-2 cores (the main process keeps up with a cached data
+    set and worker start-up costs more than it saves), else up to 4, leaving a core to the model."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 0 if cpus <= 2 else min(4, cpus - 1)
+
+
+def _seed_worker(worker_id: int) -> None:
+    # Forked workers inherit one copy of the augmentation RNG: without a reseed every worker (and, without
+    # persistent workers, every epoch) would draw the same augmentations. torch gives each worker its own seed.
+    info = get_worker_info()
+    info.dataset.transform.set_random_seed(info.seed % 2**32)
+
+
+class TumorDataModule(LightningDataModule):
+    """Base class of the tumorlab DataModules; the arguments below are shared by all of them.
+
+    Args:
+        image_size: side in pixels that images (and masks) are resized to, after the optional brain crop.
+        batch_size: samples per batch.
+        num_workers: loader processes; ``None`` picks ``default_workers()`` for this machine.
+        channels: which of the RGB channels to feed the model (LGG: 0 pre-contrast, 1 FLAIR, 2 post-contrast);
+            sets ``in_channels``.
+        split: train/val/test shares of patients (or duplicate groups). Where the data fixes the test set,
+            only the train:val ratio is used.
+        num_folds: k-fold cross-validation of the non-test patients (``StratifiedGroupKFold``); ``None``: hold-out.
+        fold: the fold that validates, in ``[0, num_folds)``.
+        seed: random state of the split.
+        augment: training augmentations, e.g. ``{hflip: 0.5, affine: {shift: 0.05, scale: 0.1, rotate: 10},
+            brightness_contrast: 0.5, elastic: {p: 0.2}}`` (keys: hflip, vflip, rotate, affine,
+            brightness_contrast, elastic; a number is the probability). ``null``: ``{hflip: 0.5}``;
+            ``{}``: none. Validation and test are never augmented.
+        brain_crop: crop each image (and its mask) to the brain's extreme points before resizing.
+        cache: ``memory`` keeps decoded, resized images in RAM; ``disk`` in memory-mapped files under
+            ``cache_dir`` (reused across runs while files and settings are unchanged); ``none`` decodes
+            in the loader every epoch.
+        cache_dir: folder of on-disk caches (default ``$TUMORLAB_CACHE_DIR`` or ``~/.cache/tumorlab``).
+        weighted_sampler: draw training samples with probability inversely proportional to their class
+            frequency (with replacement, one epoch = as many draws as training samples).
+        on_bad_file: ``raise`` stops at the first unreadable, empty or mismatched file, naming it and the
+            cause; ``skip`` leaves such files out, counts them and reports the count (``bad_files``).
+        duplicates: ``exact`` groups byte-identical files (SHA-256); ``near`` also images whose 256-bit
+            perceptual hashes differ in at most ``near_threshold`` bits; ``none`` skips both. A group never
+            straddles two splits.
+        near_threshold: bits of perceptual-hash difference that still count as the same image (of 256).
+        test_duplicates: where the test set is given (a ``Testing/`` root, ``test_root``, a manifest
+            ``split`` column), training images with a copy in it are dropped from training (``drop``,
+            reported) or stop the run (``raise``).
+        pin_memory: pin batches for fast transfer; ``None``: when CUDA is available.
+        persistent_workers: keep workers between epochs; ``None``: whenever there are workers.
+    """
+
+    num_classes: int
+    class_names: list[str]
+    with_mask: bool = False
+
+    def __init__(
+        self,
+        image_size: int = 128,
+        batch_size: int = 16,
+        num_workers: int | None = None,
+        channels: list[int] | None = None,
+        split: tuple[float, float, float] = (0.7, 0.15, 0.15),
+        num_folds: int | None = None,
+        fold: int = 0,
+        seed: int = 42,
+        augment: dict | None = None,
+        brain_crop: bool = False,
+        cache: Literal["memory", "disk", "none"] = "memory",
+        cache_dir: str | None = None,
+        weighted_sampler: bool = False,
+        on_bad_file: Literal["raise", "skip"] = "raise",
+        duplicates: Literal["exact", "near", "none"] = "exact",
+        near_threshold: int = DEFAULT_NEAR_THRESHOLD,
+        test_duplicates: Literal["drop", "raise"] = "drop",
+        pin_memory: bool | None = None,
+        persistent_workers: bool | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        channels = [0, 1, 2] if channels is None else list(channels)
+        if image_size < 8:
+            raise ConfigError(f"data.image_size must be at least 8 pixels, got {image_size}")
+        if batch_size < 1:
+            raise ConfigError(f"data.batch_size must be at least 1, got {batch_size}")
+        if not channels or len(set(channels)) != len(channels) or not set(channels) <= {0, 1, 2}:
+            raise ConfigError(f"data.channels must be distinct indices among 0, 1, 2, got {channels}")
+        if num_folds is not None and (num_folds < 2 or not 0 <= fold < num_folds):
+            raise ConfigError(f"data.num_folds must be >= 2 and data.fold in [0, num_folds), got {num_folds}, {fold}")
+        if not 0 <= near_threshold <= 256:
+            raise ConfigError(f"data.near_threshold must lie in [0, 256] bits, got {near_threshold}")
+        for key, value, allowed in (
+            ("cache", cache, ("memory", "disk", "none")),
+            ("on_bad_file", on_bad_file, ("raise", "skip")),
+            ("duplicates", duplicates, ("exact", "near", "none")),
+            ("test_duplicates", test_duplicates, ("drop", "raise")),
+        ):
+            if value not in allowed:
+                raise ConfigError(f"data.{key} must be one of {list(allowed)}, got {value!r}")
+        check_augment(augment)
+        self.image_size, self.batch_size, self.channels, self.brain_crop = image_size, batch_size, channels, brain_crop
+        self.split, self.num_folds, self.fold, self.seed = tuple(split), num_folds, fold, seed
+        self.augment, self.cache, self.cache_dir = augment, cache, cache_dir
+        self.weighted_sampler, self.on_bad_file = weighted_sampler, on_bad_file
+        self.duplicates, self.near_threshold, self.test_duplicates = duplicates, near_threshold, test_duplicates
+        self.num_workers = default_workers() if num_workers is None else num_workers
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.persistent_workers = self.num_workers > 0 if persistent_workers is None else persistent_workers
+        self.in_channels = len(channels)
+        self.samples: list[Sample] = []
+        self.skipped_files: list[tuple[str, str]] = []  # files the scan passed over (not images, hidden ...)
+        self.bad_files: list[tuple[str, str]] = []  # files skipped in setup with on_bad_file=skip
+        self.dropped_test_duplicates: list[tuple[str, str]] = []  # (training file, its copy in the test set)
+        self.datasets: dict[str, SampleDataset] = {}
+        self.infos: list[SampleInfo] = []
+        self._spec: tuple | None = None  # the settings the datasets were built with
+        self._inspected: DecodeSpec | None = None
+        self._cache: DecodeCache | None = None
+        self.audit_mode = False  # set by `tumorlab audit`: perceptual hashes and decoding for every file
+
+    # --- hooks for subclasses -------------------------------------------------------------------------
+
+    def sample_labels(self, infos: list[SampleInfo]) -> np.ndarray:
+        """The class index of every sample (LGG derives it from the mask)."""
+        return np.array([s.label for s in self.samples], dtype=np.int64)
+
+    def strata(self, labels: np.ndarray, keep: np.ndarray) -> np.ndarray:
+        """What the split stratifies by, per sample: the class, unless a subclass knows better."""
+        return labels
+
+    # --- setup ----------------------------------------------------------------------------------------
+
+    def decode_spec(self) -> DecodeSpec:
+        """What the cache holds for the current settings; a changed spec rebuilds the cache in ``setup``."""
+        return DecodeSpec(self.image_size, tuple(self.channels), bool(self.brain_crop))
+
+    def inspect(self) -> None:
+        """The pass over every file (hash, decode check, cache fill) and duplicate grouping; ``setup`` runs it.
+
+        Sets ``infos`` (one ``SampleInfo`` per sample), ``bad_files``, ``labels`` and ``duplicate_ids``.
+        Runs again only when the decode spec changed.
+        """
+        spec = self.decode_spec()
+        if self._inspected == spec:
+            return
+        near = self.duplicates == "near" or self.audit_mode
+        self._cache = None if self.cache == "none" else DecodeCache(self.samples, spec, self.cache, self.cache_dir)
+        infos = inspect_samples(self.samples, decode=self._cache is not None or near, phash=near, cache=self._cache)
+        self.infos = infos
+        self.keep = self._handle_bad_files(infos)
+        self.labels = self.sample_labels(infos)
+        self.duplicate_ids = self._duplicate_ids(infos, self.keep)
+        self._inspected = spec
+
+    def setup(self, stage: str | None = None) -> None:
+        """Inspect and cache every file, group duplicates, split, and build the train/val/test datasets."""
+        spec = self.decode_spec()
+        state = (spec, self.split, self.num_folds, self.fold, self.seed, repr(self.augment))
+        if self.datasets and state == self._spec:
+            return
+        self.inspect()
+        labels, dup, keep = self.labels, self.duplicate_ids, self.keep
+        patients = [s.patient or dup[i] for i, s in enumerate(self.samples)]
+        fixed = np.array([s.fixed_split or "" for s in self.samples])
+        keep = self._drop_test_duplicates(dup, fixed, keep)
+        idx = np.flatnonzero(keep)
+        units = self._split_units([patients[i] for i in idx], [dup[i] for i in idx])
+        strata = self.strata(labels, keep)[idx]
+        given = {name: np.flatnonzero(fixed[idx] == name) for name in SPLITS}
+        if self.num_folds is None and sum(len(v) for v in given.values()) == len(idx) and all(map(len, given.values())):
+            local = given  # the data fixes all three splits (a manifest's split column)
+            check_disjoint(local, units)
+        else:
+            local = make_splits(
+                units,
+                self.split,
+                self.seed,
+                strata=strata,
+                fixed_test=(fixed[idx] == "test") if (fixed[idx] == "test").any() else None,
+                num_folds=self.num_folds,
+                fold=self.fold,
+            )
+        check_disjoint(local, [patients[i] for i in idx])
+        check_disjoint(local, [dup[i] for i in idx], what="duplicate-image")
+        self.split_indices = {name: idx[part] for name, part in local.items()}
+        self.store = SampleStore(self.samples, labels, spec, self._cache)
+        self.datasets = {
+            name: SampleDataset(
+                self.store,
+                self.split_indices[name],
+                build_transforms(name == "train", self.augment, self.channels),
+                self.with_mask,
+                patients,
+            )
+            for name in SPLITS
+        }
+        self._spec = state
+        log.info("%s split: %s", type(self).__name__, self.describe_splits())
+
+    def _handle_bad_files(self, infos: list[SampleInfo]) -> np.ndarray:
+        bad = [(str(s.image), x.error) for s, x in zip(self.samples, infos, strict=True) if x.error]
+        if bad and self.on_bad_file == "raise":
+            more = f" (and {len(bad) - 1} more bad files; on_bad_file: skip leaves them out)" if len(bad) > 1 else ""
+            raise DataError(bad[0][1] + more)
+        self.bad_files = bad
+        if bad:
+            log.warning("skipped %d bad files (on_bad_file: skip); first: %s", len(bad), bad[0][1])
+        return np.array([x.error is None for x in infos], dtype=bool)
+
+    def _duplicate_ids(self, infos: list[SampleInfo], keep: np.ndarray) -> list[str]:
+        """Duplicate-group id of every sample (``group-<smallest SHA-256 prefix>``); singletons get their own."""
+        n = len(infos)
+        sha = [x.sha256 if keep[i] and self.duplicates != "none" else None for i, x in enumerate(infos)]
+        pairs = [pairs_of_equal(sha)]
+        if self.duplicates == "near":
+            have = np.array([i for i in range(n) if keep[i] and infos[i].phash])
+            if len(have) > 1:
+                hashes = np.stack([np.frombuffer(bytes.fromhex(infos[i].phash), np.uint8) for i in have])
+                pairs.append(have[near_pairs(hashes, self.near_threshold)])
+        labels = components(n, np.concatenate(pairs))
+        names = [x.sha256[:16] if x.sha256 else f"unread{i}" for i, x in enumerate(infos)]
+        self.duplicate_labels = labels
+        return group_ids(labels, names)
+
+    def _drop_test_duplicates(self, dup: list[str], fixed: np.ndarray, keep: np.ndarray) -> np.ndarray:
+        test = keep & (fixed == "test")
+        if not test.any():
+            return keep
+        test_groups = {dup[i]: i for i in np.flatnonzero(test)}
+        leaked = [(i, test_groups[dup[i]]) for i in np.flatnonzero(keep & ~test) if dup[i] in test_groups]
+        pairs = [(str(self.samples[i].image), str(self.samples[j].image)) for i, j in leaked]
+        if leaked and self.test_duplicates == "raise":
+            listing = "; ".join(f"{a} = {b}" for a, b in pairs[:5])
+            raise DataError(
+                f"{len(pairs)} training images have a copy in the test set: {listing}"
+                + (" ..." if len(pairs) > 5 else "")
+                + " (test_duplicates: drop removes them from training)"
+            )
+        self.dropped_test_duplicates = pairs
+        if leaked:
+            log.warning("dropped %d training images that duplicate test images (test_duplicates: drop)", len(pairs))
+        keep = keep.copy()
+        keep[[i for i, _ in leaked]] = False
+        return keep
+
+    @staticmethod
+    def _split_units(patients: list[str], dup: list[str]) -> list[str]:
+        """Merge patients that share a duplicate image into one split unit (named by its smallest patient)."""
+        labels = components(len(patients), np.concatenate([pairs_of_equal(patients), pairs_of_equal(dup)]))
+        return group_ids(labels, patients, prefix="")
+
+    # --- what the tasks use ---------------------------------------------------------------------------
+
+    def _require_setup(self) -> None:
+        if not self.datasets:
+            raise RuntimeError(f"{type(self).__name__}.setup() must run first")
+
+    def class_counts(self, split: str = "train") -> np.ndarray:
+        """Samples per class in ``split`` (after ``setup``)."""
+        self._require_setup()
+        return np.bincount(self.datasets[split].labels, minlength=self.num_classes)
+
+    def class_weights(self) -> torch.Tensor:
+        """Inverse class frequency in the training split, normalised to mean 1 (for a weighted loss)."""
+        counts = self.class_counts("train")
+        if (counts == 0).any():
+            missing = [self.class_names[c] for c in np.flatnonzero(counts == 0)]
+            raise DataError(f"no training samples of class {', '.join(missing)}; class weights are undefined")
+        weights = counts.sum() / (len(counts) * counts)
+        return torch.tensor(weights / weights.mean(), dtype=torch.float32)
+
+    def split_patients(self, name: str) -> list[str]:
+        """Sorted patient ids (or duplicate-group ids) of split ``name`` (after ``setup``)."""
+        self._require_setup()
+        ds = self.datasets[name]
+        return sorted({ds.patients[i] for i in ds.indices})
+
+    def describe_splits(self) -> dict[str, dict]:
+        """Samples, patients and per-class counts of each split."""
+        return {
+            name: {
+                "samples": len(ds),
+                "patients": len(self.split_patients(name)),
+                "classes": dict(Counter(self.class_names[c] for c in ds.labels)),
+            }
+            for name, ds in self.datasets.items()
+        }
+
+    def _loader(self, name: str, train: bool) -> DataLoader:
+        self._require_setup()
+        ds = self.datasets[name]
+        # Main-process augmentations follow torch's global RNG (seed_everything); workers reseed per worker.
+        ds.transform.set_random_seed(int(torch.randint(0, 2**31 - 1, ()).item()))
+        sampler = None
+        if train and self.weighted_sampler:
+            counts = np.bincount(ds.labels, minlength=self.num_classes).astype(np.float64)
+            weights = 1.0 / counts[ds.labels]
+            # Draws follow torch's global RNG (seed_everything), like shuffling, and differ from epoch to epoch.
+            sampler = WeightedRandomSampler(weights.tolist(), num_samples=len(ds), replacement=True)
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            shuffle=train and sampler is None,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
+            pin_memory=self.pin_memory,
+            worker_init_fn=_seed_worker if self.num_workers > 0 else None,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)

@@ -1,0 +1,80 @@
+"""The one Dataset behind every DataModule: samples served from the decode cache (or decoded), then transformed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from tumorlab.data.cache import DecodeCache, Sample, load_sample
+from tumorlab.data.transforms import DecodeSpec
+
+__all__ = ["SampleStore", "SampleDataset"]
+
+
+class SampleStore:
+    """All samples of a data module with their labels, and where their prepared arrays come from.
+
+    Args:
+        samples: every sample (all splits).
+        labels: the class index of each sample.
+        spec: how a file is prepared (size, channels, crop).
+        cache: the filled decode cache, or ``None`` to decode in the loader every time.
+    """
+
+    def __init__(self, samples: list[Sample], labels: np.ndarray, spec: DecodeSpec, cache: DecodeCache | None):
+        self.samples, self.labels, self.spec, self.cache = samples, np.asarray(labels, dtype=np.int64), spec, cache
+
+    def load(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Prepared ``(image (S, S, C), mask (S, S) or None)`` of sample ``i``."""
+        if self.cache is not None:
+            return self.cache.get(i)
+        return load_sample(self.samples[i], self.spec)
+
+
+class SampleDataset(Dataset):
+    """One split: a dict per sample with ``image``, ``label``, ``patient``, ``image_path`` and, with masks, ``mask``.
+
+    ``image`` is float ``(C, H, W)`` normalised, ``mask`` float ``(1, H, W)`` 0/1, ``label`` a long scalar.
+    """
+
+    def __init__(self, store: SampleStore, indices: Sequence[int], transform, with_mask: bool, patients: list[str]):
+        self.store = store
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.transform = transform
+        self.with_mask = with_mask
+        self.patients = patients  # per store slot: patient id, or duplicate-group id where there are none
+
+    @property
+    def samples(self) -> list[Sample]:
+        """The samples of this split, in order."""
+        return [self.store.samples[i] for i in self.indices]
+
+    slices = samples  # the LGG name
+
+    @property
+    def labels(self) -> np.ndarray:
+        """The class index of each sample of this split."""
+        return self.store.labels[self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int) -> dict:
+        i = int(self.indices[k])
+        image, mask = self.store.load(i)
+        if self.with_mask:
+            out = self.transform(image=image, mask=mask)
+        else:
+            out = self.transform(image=image)
+        item = {
+            "image": out["image"],
+            "label": torch.tensor(int(self.store.labels[i]), dtype=torch.long),
+            "patient": self.patients[i],
+            "image_path": str(self.store.samples[i].image),
+        }
+        if self.with_mask:
+            item["mask"] = torch.as_tensor(out["mask"]).float().unsqueeze(0)
+        return item
