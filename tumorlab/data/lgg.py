@@ -17,9 +17,11 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
 from tumorlab.data.io import read_image, read_mask
+from tumorlab.data.samplers import SeededSampler
 from tumorlab.data.splits import SPLITS, split_by_group
 from tumorlab.data.transforms import build_transforms
 from tumorlab.errors import DataError
@@ -100,7 +102,11 @@ class LGGDataset(Dataset):
     def __len__(self) -> int:
         return len(self.slices)
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, item: int | tuple[int, int]) -> dict:
+        """``item`` is an index, or ``(index, augmentation_seed)`` from ``SeededSampler``."""
+        i, seed = item if isinstance(item, tuple) else (item, None)
+        if seed is not None:
+            self.transform.set_random_seed(seed)
         s = self.slices[i]
         image, mask = read_image(s.image), read_mask(s.mask)
         if image.shape[:2] != mask.shape:
@@ -178,10 +184,21 @@ class LGGDataModule(LightningDataModule):
         return sorted({s.patient for s in self.datasets[name].slices})
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        sampler = None
+        if shuffle:
+            sampler = SeededSampler(self.datasets[name], seed=self.hparams.seed, num_replicas=world, rank=rank)
+        elif world > 1:
+            # Lightning's default DistributedSampler pads evaluation sets with repeated samples; this one
+            # gives every sample to exactly one process, so metrics synced across processes are exact.
+            sampler = UnrepeatedDistributedSampler(self.datasets[name], num_replicas=world, rank=rank, shuffle=False)
         return DataLoader(
             self.datasets[name],
             batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
+            # worker seeds come from this generator, not from the global RNG that dropout draws from
+            generator=torch.Generator().manual_seed(self.hparams.seed),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),

@@ -64,4 +64,6 @@ def check_disjoint(splits: dict[str, np.ndarray], groups: Sequence[str]) -> None
                 leaks.append(f"{g} ({seen[g]} and {name})")
             seen.setdefault(g, name)
     if leaks:
-        raise DataError(f"patient leakage between splits: {', '.join(leaks[:10])}" + (" ..." if len(leaks) > 10 else ""))
+        raise DataError(
+            f"patient leakage between splits: {', '.join(leaks[:10])}" + (" ..." if len(leaks) > 10 else "")
+        )
