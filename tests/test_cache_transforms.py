@@ -8,11 +8,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
 
 import tumorlab.data.cache as cache_module
 from tumorlab.data import FolderDataModule, LGGDataModule
-from tumorlab.data.base import _seed_worker
 from tumorlab.data.transforms import DecodeSpec, brain_bbox, build_transforms, check_augment, prepare
 from tumorlab.errors import ConfigError
 
@@ -93,15 +91,21 @@ def test_workers_read_the_cache(folders_phantom):
         assert torch.equal(torch.cat([b["image"] for b in dm.val_dataloader()]), expected), kind
 
 
-def test_workers_draw_different_augmentations(lgg_phantom):
-    dm = LGGDataModule(str(lgg_phantom), **{**TINY, "augment": {"brightness_contrast": 1.0, "affine": 1.0}})
-    dm.setup()
-    ds = dm.datasets["train"]
-    ds.indices = np.repeat(ds.indices[:1], 4)  # the same slice four times: two per worker
-    loader = DataLoader(ds, batch_size=1, num_workers=2, worker_init_fn=_seed_worker)
-    images = [b["image"] for b in loader]
-    assert not torch.equal(images[0], images[1]), "both workers drew the same augmentation"
-    assert not torch.equal(images[0], images[2])
+def test_training_batches_depend_only_on_seed_and_epoch(lgg_phantom):
+    """Same epoch: identical batches with 0 or 2 workers; next epoch: other order and other augmentations."""
+    augment = {"brightness_contrast": 1.0, "affine": 1.0}
+
+    def epoch(workers: int, e: int) -> torch.Tensor:
+        dm = LGGDataModule(str(lgg_phantom), **{**TINY, "augment": augment, "num_workers": workers})
+        dm.setup()
+        loader = dm.train_dataloader()
+        loader.sampler.set_epoch(e)
+        return torch.cat([b["image"] for b in loader])
+
+    first = epoch(0, 0)
+    assert torch.equal(first, epoch(2, 0)), "workers must not change what a sample looks like"
+    assert torch.equal(first, epoch(0, 0))
+    assert not torch.equal(first, epoch(0, 1))
 
 
 def test_augmentation_moves_image_and_mask_together_and_only_in_training(lgg_phantom):

@@ -141,10 +141,11 @@ def test_weighted_sampler_balances_classes(download, tmp_path):
     dm.setup()
     counts = dm.class_counts("train")
     assert counts[2] < counts[0]
-    torch.manual_seed(0)
     drawn = Counter()
-    for _ in range(60):
-        for batch in dm.train_dataloader():
+    loader = dm.train_dataloader()
+    for epoch in range(60):
+        loader.sampler.set_epoch(epoch)
+        for batch in loader:
             drawn.update(batch["label"].tolist())
     share = np.array([drawn[c] for c in range(4)]) / sum(drawn.values())
     assert np.abs(share - 0.25).max() < 0.05, share

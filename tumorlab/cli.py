@@ -105,8 +105,17 @@ def _has_wandb_credentials() -> bool:
 
 
 def configure_wandb_mode() -> None:
-    """Log to W&B offline unless the user chose a mode or has credentials: no account, no network needed."""
-    if "WANDB_MODE" not in os.environ and not _has_wandb_credentials():
+    """Log to W&B offline unless the user has credentials: no account, no network, never a login prompt.
+
+    ``WANDB_MODE=online`` without credentials falls back to offline with a warning instead of waiting for a login.
+    """
+    mode = os.environ.get("WANDB_MODE")
+    if mode in ("offline", "disabled", "dryrun"):
+        return
+    if not _has_wandb_credentials():
+        if mode == "online":
+            print("tumorlab: warning: WANDB_MODE=online but no W&B credentials (wandb login or WANDB_API_KEY); "
+                  "logging offline instead", file=sys.stderr)
         os.environ["WANDB_MODE"] = "offline"
 
 

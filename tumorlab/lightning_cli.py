@@ -7,18 +7,21 @@ Short class names work because the tumorlab tasks and DataModules are imported h
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from pathlib import Path
 
+from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule, LightningModule
-from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 import tumorlab.data  # noqa: F401  (registers the DataModules for short names)
 import tumorlab.models  # noqa: F401  (registers the architectures)
 import tumorlab.tasks  # noqa: F401  (registers the tasks)
-from tumorlab.runs import find_checkpoint, new_run_dir, run_info, update_run_json
+from tumorlab.errors import ConfigError
+from tumorlab.runs import find_checkpoint, find_resume_checkpoint, new_run_dir, run_info, update_run_json
 
 __all__ = ["TumorlabCLI", "run_lightning_cli"]
 
@@ -26,11 +29,30 @@ __all__ = ["TumorlabCLI", "run_lightning_cli"]
 warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
 
 
+class LoggedSaveConfigCallback(SaveConfigCallback):
+    """Save the resolved config as ``config.yaml`` in the run folder and also hand it to the loggers
+    (W&B shows it under the run's config as ``cli_config``)."""
+
+    def save_config(self, trainer, pl_module, stage: str) -> None:
+        config = self.parser.dump(self.config, skip_none=False, format="yaml")
+        import yaml
+
+        for logger in trainer.loggers:
+            if isinstance(logger, Logger):
+                logger.log_hyperparams({"cli_config": yaml.safe_load(config)})
+
+
+def _has_callback(callbacks, class_path: str) -> bool:
+    name = class_path.rsplit(".", 1)[-1]
+    return any(str(getattr(cb, "class_path", "")).rsplit(".", 1)[-1] == name for cb in callbacks)
+
+
 class TumorlabCLI(LightningCLI):
     """LightningCLI with tumorlab's run folders, metric tables and data checks.
 
-    Adds ``--run.root`` (default ``runs``), ``--run.name`` (the experiment's folder) and
-    ``--run.test_after_fit`` (test the best checkpoint when ``fit`` ends).
+    Adds ``--run.root`` (default ``runs``), ``--run.name`` (the experiment's folder),
+    ``--run.test_after_fit`` (test the best checkpoint when ``fit`` ends), ``--run.channels_last`` and
+    ``--run.compile``. ``fit --ckpt_path last`` resumes the newest run of the same ``--run.name``.
     """
 
     def __init__(self, args: list[str]) -> None:
@@ -41,6 +63,7 @@ class TumorlabCLI(LightningCLI):
             subclass_mode_model=True,
             subclass_mode_data=True,
             auto_configure_optimizers=False,
+            save_config_callback=LoggedSaveConfigCallback,
             save_config_kwargs={"overwrite": False},
             args=args,
         )
@@ -56,9 +79,20 @@ class TumorlabCLI(LightningCLI):
             default=False,
             help="after fit, test the best checkpoint and print the test metrics",
         )
+        parser.add_argument(
+            "--run.channels_last",
+            type=bool,
+            default=False,
+            help="channels-last memory format for weights and images (faster convolutions)",
+        )
+        parser.add_argument("--run.compile", type=bool, default=False, help="torch.compile the network in place")
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand]
+        check_hardware(cfg.trainer)
+        if self.subcommand == "fit" and cfg.get("ckpt_path"):
+            cfg.ckpt_path = find_resume_checkpoint(cfg.ckpt_path, cfg.run.root, cfg.run.name)
+        self._add_run_callbacks(cfg)
         self.run_dir = new_run_dir(cfg.run.root, cfg.run.name, self.subcommand)
         cfg.trainer.default_root_dir = str(self.run_dir)
         loggers = cfg.trainer.logger if isinstance(cfg.trainer.logger, list) else [cfg.trainer.logger]
@@ -66,6 +100,21 @@ class TumorlabCLI(LightningCLI):
             init_args = getattr(logger, "init_args", None)
             if init_args is not None and "save_dir" in init_args:
                 init_args.save_dir = str(self.run_dir)
+
+    def _add_run_callbacks(self, cfg) -> None:
+        """Add tumorlab's callbacks to the config itself, so that the saved config.yaml shows them."""
+        wanted = []
+        if self.subcommand == "fit":
+            wanted.append("tumorlab.callbacks.RNGState")
+        if cfg.run.channels_last:
+            wanted.append("tumorlab.callbacks.ChannelsLast")
+        if cfg.run.compile:
+            wanted.append("tumorlab.callbacks.CompileModel")
+        callbacks = list(cfg.trainer.callbacks or [])
+        for class_path in wanted:
+            if not _has_callback(callbacks, class_path):
+                callbacks.append(Namespace(class_path=class_path, init_args=Namespace()))
+        cfg.trainer.callbacks = callbacks
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
@@ -79,6 +128,9 @@ class TumorlabCLI(LightningCLI):
                 callback.dirpath = str(self.run_dir / "checkpoints")
         if self.trainer.is_global_zero:
             update_run_json(self.run_dir, **run_info(self.subcommand, self.argv))
+            resumed = self.config[self.subcommand].get("ckpt_path") if self.subcommand == "fit" else None
+            if resumed:
+                update_run_json(self.run_dir, resumed_from=resumed)
             self._wandb_hint()
 
     @rank_zero_only
@@ -172,6 +224,38 @@ def write_predictions(batches: list[dict], run_dir: Path) -> Path:
     return path
 
 
+def check_hardware(trainer_cfg) -> None:
+    """Stop early, with the fix, when the config asks for hardware or precision this machine lacks."""
+    import torch
+
+    accelerator = str(trainer_cfg.get("accelerator") or "auto")
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.accelerator is {accelerator!r} but no CUDA GPU is visible here; run on the CPU with "
+            "--trainer.accelerator cpu --trainer.devices 1"
+        )
+    precision = str(trainer_cfg.get("precision") or "32")
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if on_cpu and precision.startswith("16"):
+        raise ConfigError(
+            f"trainer.precision {precision!r} needs a GPU; on the CPU use --trainer.precision bf16-mixed or 32"
+        )
+    if on_cpu and trainer_cfg.get("sync_batchnorm"):
+        # torch's SyncBatchNorm runs on GPUs only; CPU processes keep per-process BatchNorm statistics.
+        print("tumorlab: warning: trainer.sync_batchnorm needs GPUs; turned off for this CPU run", file=sys.stderr)
+        trainer_cfg.sync_batchnorm = False
+
+
+def _finish_wandb() -> None:
+    """End this command's W&B run so that the next run in the same process (a CV fold) gets its own."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
+
+
 def run_lightning_cli(args: list[str]) -> TumorlabCLI:
     """Run ``tumorlab fit|validate|test|predict`` with ``args`` (the subcommand first)."""
-    return TumorlabCLI(args)
+    try:
+        return TumorlabCLI(args)
+    finally:
+        _finish_wandb()

@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RUN_DIR_ENV", "new_run_dir", "run_info", "update_run_json", "find_checkpoint"]
+__all__ = ["RUN_DIR_ENV", "new_run_dir", "run_info", "update_run_json", "find_checkpoint", "find_resume_checkpoint"]
 
 RUN_DIR_ENV = "TUMORLAB_RUN_DIR"
 _PACKAGES = (
@@ -89,6 +89,27 @@ def update_run_json(run_dir: Path, **fields: Any) -> dict[str, Any]:
     record.update(fields)
     path.write_text(json.dumps(record, indent=2, default=str) + "\n")
     return record
+
+
+def find_resume_checkpoint(ckpt_path: str, root: str | Path, name: str) -> str:
+    """Resolve ``fit --ckpt_path``: ``last`` is the newest ``checkpoints/last.ckpt`` among the runs of ``name``;
+    a run folder is its ``checkpoints/last.ckpt``; a file stays as it is. The resumed fit gets a new run folder."""
+    from tumorlab.errors import ConfigError
+
+    if ckpt_path == "last":
+        candidates = sorted((Path(root) / name).glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+        if not candidates:
+            raise ConfigError(f"--ckpt_path last: no run of {name!r} under {root} has checkpoints/last.ckpt to resume")
+        return str(candidates[-1].resolve())
+    path = Path(ckpt_path)
+    if path.is_dir():
+        last = path / "checkpoints" / "last.ckpt"
+        if not last.is_file():
+            raise ConfigError(f"--ckpt_path {path}: a run folder without checkpoints/last.ckpt to resume from")
+        return str(last.resolve())
+    if not path.is_file():
+        raise ConfigError(f"--ckpt_path {path}: no such checkpoint file")
+    return str(path)
 
 
 def find_checkpoint(path: str | Path) -> str:

@@ -1,5 +1,6 @@
 """What every tumorlab DataModule shares: the decode pass and cache, duplicate groups, leak-proof splits,
-class weights, the weighted sampler and the loaders.
+class weights, the weighted sampler and the loaders (a ``SeededSampler`` for training, so that a resumed fit
+sees the batches an uninterrupted one would).
 
 A subclass lists its samples in ``__init__`` (``self.samples``, ``num_classes``, ``class_names``) so that a bad
 root fails before any run folder exists; ``setup()`` does the rest:
@@ -23,11 +24,13 @@ from typing import Literal
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, WeightedRandomSampler, get_worker_info
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader
 
 from tumorlab.data.cache import DecodeCache, Sample, SampleInfo, inspect_samples
 from tumorlab.data.dataset import SampleDataset, SampleStore
 from tumorlab.data.duplicates import DEFAULT_NEAR_THRESHOLD, components, group_ids, near_pairs, pairs_of_equal
+from tumorlab.data.samplers import SeededSampler
 from tumorlab.data.splits import SPLITS, check_disjoint, make_splits
 from tumorlab.data.transforms import DecodeSpec, build_transforms, check_augment
 from tumorlab.errors import ConfigError, DataError
@@ -42,13 +45,6 @@ def default_workers() -> int:
     set and worker start-up costs more than it saves), else up to 4, leaving a core to the model."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return 0 if cpus <= 2 else min(4, cpus - 1)
-
-
-def _seed_worker(worker_id: int) -> None:
-    # Forked workers inherit one copy of the augmentation RNG: without a reseed every worker (and, without
-    # persistent workers, every epoch) would draw the same augmentations. torch gives each worker its own seed.
-    info = get_worker_info()
-    info.dataset.transform.set_random_seed(info.seed % 2**32)
 
 
 class TumorDataModule(LightningDataModule):
@@ -328,23 +324,29 @@ class TumorDataModule(LightningDataModule):
     def _loader(self, name: str, train: bool) -> DataLoader:
         self._require_setup()
         ds = self.datasets[name]
-        # Main-process augmentations follow torch's global RNG (seed_everything); workers reseed per worker.
-        ds.transform.set_random_seed(int(torch.randint(0, 2**31 - 1, ()).item()))
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         sampler = None
-        if train and self.weighted_sampler:
-            counts = np.bincount(ds.labels, minlength=self.num_classes).astype(np.float64)
-            weights = 1.0 / counts[ds.labels]
-            # Draws follow torch's global RNG (seed_everything), like shuffling, and differ from epoch to epoch.
-            sampler = WeightedRandomSampler(weights.tolist(), num_samples=len(ds), replacement=True)
+        if train:
+            weights = None
+            if self.weighted_sampler:
+                counts = np.bincount(ds.labels, minlength=self.num_classes).astype(np.float64)
+                weights = (1.0 / counts[ds.labels]).tolist()
+            # Order and augmentation follow (seed, epoch) only: reproducible, resumable, sharded under DDP.
+            sampler = SeededSampler(ds, seed=self.seed, num_replicas=world, rank=rank, weights=weights)
+        elif world > 1:
+            # Lightning's default DistributedSampler pads evaluation sets with repeated samples; this one gives
+            # every sample to exactly one process, so metrics synced across processes are exact.
+            sampler = UnrepeatedDistributedSampler(ds, num_replicas=world, rank=rank, shuffle=False)
         return DataLoader(
             ds,
             batch_size=self.batch_size,
-            shuffle=train and sampler is None,
             sampler=sampler,
+            # worker seeds come from this generator, not from the global RNG that dropout draws from
+            generator=torch.Generator().manual_seed(self.seed),
             num_workers=self.num_workers,
             persistent_workers=self.persistent_workers and self.num_workers > 0,
             pin_memory=self.pin_memory,
-            worker_init_fn=_seed_worker if self.num_workers > 0 else None,
             drop_last=False,
         )
 

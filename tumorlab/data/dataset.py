@@ -62,7 +62,11 @@ class SampleDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, k: int) -> dict:
+    def __getitem__(self, item: int | tuple[int, int]) -> dict:
+        """``item`` is a position in this split, or ``(position, augmentation_seed)`` from ``SeededSampler``."""
+        k, seed = item if isinstance(item, tuple) else (item, None)
+        if seed is not None:
+            self.transform.set_random_seed(seed)
         i = int(self.indices[k])
         image, mask = self.store.load(i)
         if self.with_mask:

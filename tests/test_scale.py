@@ -1,0 +1,211 @@
+"""Scaling out and reproducibility: DDP on CPU processes, exact resume after SIGKILL, W&B modes, switches."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import REPO, run_cli
+from tumorlab.cli import configure_wandb_mode, main
+
+DEMO = str(REPO / "configs" / "demo.yaml")
+DDP = str(REPO / "configs" / "trainer" / "ddp.yaml")
+TINY = [
+    "--data.image_size",
+    "32",
+    "--data.batch_size",
+    "8",
+    "--model.net.init_args.encoder_depth",
+    "3",
+    "--model.net.init_args.decoder_channels",
+    "[16, 8, 4]",
+    "--trainer.log_every_n_steps",
+    "1",
+]
+METRICS = ("dice", "iou", "acc", "f1", "auroc")
+
+
+def _runs(base: Path, command: str) -> list[Path]:
+    return sorted(p for p in base.iterdir() if p.name.endswith(f"_{command}"))
+
+
+def _test_metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "run.json").read_text())["test_metrics"]
+
+
+def test_ddp_two_cpu_processes_match_one_process(tmp_path, lgg_phantom):
+    common = ["--config", DEMO, "--data.root", str(lgg_phantom), "--run.root", "out", "--run.name", "ddp", *TINY]
+    ddp = [
+        "--config",
+        DDP,
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "2",
+        "--trainer.strategy.init_args.process_group_backend",
+        "gloo",
+    ]
+    r = run_cli("fit", *common, *ddp, "--trainer.max_epochs", "2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    base = tmp_path / "out" / "ddp"
+    (fit_dir,) = _runs(base, "fit")
+    assert "sync_batchnorm needs GPUs" in r.stderr
+    assert len(list((fit_dir / "wandb").glob("offline-run-*"))) == 1, "one W&B run per job, from rank zero"
+    assert json.loads((fit_dir / "run.json").read_text())["epochs"] == 2
+
+    r1 = run_cli("test", *common, "--ckpt_path", str(fit_dir), cwd=tmp_path)
+    assert r1.returncode == 0, r1.stderr[-3000:]
+    r2 = run_cli("test", *common, *ddp, "--ckpt_path", str(fit_dir), cwd=tmp_path)
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    one, two = (_test_metrics(d) for d in _runs(base, "test"))
+    for key in METRICS:
+        assert one[key] == pytest.approx(two[key], abs=1e-6), key
+
+
+def _fit_cmd(lgg_phantom: Path, name: str, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "tumorlab",
+        "fit",
+        "--config",
+        DEMO,
+        "--data.root",
+        str(lgg_phantom),
+        "--run.root",
+        "out",
+        "--run.name",
+        name,
+        *TINY,
+        "--data.image_size",
+        "64",
+        "--trainer.max_epochs",
+        "4",
+        "--trainer.deterministic",
+        "true",
+        "--run.test_after_fit",
+        "true",
+        *extra,
+    ]
+
+
+def test_resume_after_sigkill_ends_like_an_uninterrupted_fit(tmp_path, lgg_phantom):
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    full = subprocess.run(_fit_cmd(lgg_phantom, "full"), cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert full.returncode == 0, full.stderr[-3000:]
+
+    killed = subprocess.Popen(
+        _fit_cmd(lgg_phantom, "resumed"), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 240
+    last = None
+    while time.time() < deadline and killed.poll() is None:
+        found = list((tmp_path / "out" / "resumed").glob("*/checkpoints/last.ckpt"))
+        if found:
+            last = found[0]
+            time.sleep(1.0)  # into the next epoch
+            killed.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    assert killed.wait(timeout=60) == -signal.SIGKILL, "the fit must be killed mid-training"
+    interrupted_epoch = torch.load(last, map_location="cpu", weights_only=False)["epoch"]
+    assert interrupted_epoch < 3
+
+    resumed = subprocess.run(
+        _fit_cmd(lgg_phantom, "resumed", "--ckpt_path", "last"), cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    full_dir = _runs(tmp_path / "out" / "full", "fit")[0]
+    resumed_dir = max(_runs(tmp_path / "out" / "resumed", "fit"), key=lambda p: p.name)
+    record = json.loads((resumed_dir / "run.json").read_text())
+    assert record["resumed_from"] == str(last.resolve())
+    assert record["epochs"] == json.loads((full_dir / "run.json").read_text())["epochs"] == 4
+    a = torch.load(full_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    b = torch.load(resumed_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert _test_metrics(full_dir) == _test_metrics(resumed_dir)
+
+
+def test_resume_last_without_a_previous_run_says_so(tmp_path, lgg_phantom, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc = main(["fit", "--config", DEMO, "--data.root", str(lgg_phantom), "--run.name", "none", "--ckpt_path", "last"])
+    assert rc == 2
+    assert "no run of 'none'" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_wandb_online_without_credentials_falls_back_to_offline(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "online")
+    configure_wandb_mode()
+    assert os.environ["WANDB_MODE"] == "offline"
+    assert "logging offline instead" in capsys.readouterr().err
+    monkeypatch.delenv("WANDB_MODE")
+    configure_wandb_mode()
+    assert os.environ["WANDB_MODE"] == "offline"
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.delenv("WANDB_MODE")
+    configure_wandb_mode()
+    assert "WANDB_MODE" not in os.environ, "with credentials W&B stays online"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--trainer.accelerator", "gpu"], "--trainer.accelerator cpu"),
+        (["--trainer.accelerator", "cpu", "--trainer.precision", "16-mixed"], "bf16-mixed"),
+    ],
+)
+def test_hardware_the_machine_lacks_is_one_line_with_the_fix(tmp_path, lgg_phantom, capsys, monkeypatch, args, message):
+    if torch.cuda.is_available() and "gpu" in args:
+        pytest.skip("this machine has a GPU")
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "--config", DEMO, "--data.root", str(lgg_phantom), *args]) == 2
+    # in-process, Lightning's log handlers may still point at an earlier test's closed stream: read our line
+    err_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err_line.startswith("tumorlab: error:") and message in err_line
+    assert not (tmp_path / "runs").exists()
+
+
+def test_precision_channels_last_and_compile_switches(tmp_path, lgg_phantom, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    args = [
+        "fit",
+        "--config",
+        DEMO,
+        "--data.root",
+        str(lgg_phantom),
+        *TINY,
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "2",
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.logger",
+        "false",
+        "--trainer.precision",
+        "bf16-mixed",
+        "--run.channels_last",
+        "true",
+        "--run.name",
+        "switches",
+    ]
+    assert main(args) == 0
+    (run_dir,) = (tmp_path / "runs" / "switches").iterdir()
+    saved = (run_dir / "config.yaml").read_text()
+    assert "tumorlab.callbacks.ChannelsLast" in saved and "tumorlab.callbacks.RNGState" in saved
+    assert "bf16-mixed" in saved
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
