@@ -78,7 +78,12 @@ class TumorlabCLI(LightningCLI):
             if callback.dirpath is None:
                 callback.dirpath = str(self.run_dir / "checkpoints")
         if self.trainer.is_global_zero:
-            update_run_json(self.run_dir, **run_info(self.subcommand, self.argv))
+            counts = getattr(self.model, "parameter_counts", None)
+            update_run_json(
+                self.run_dir,
+                **run_info(self.subcommand, self.argv),
+                parameters=counts() if callable(counts) else None,
+            )
             self._wandb_hint()
 
     @rank_zero_only
