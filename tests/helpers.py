@@ -18,7 +18,7 @@ class _Shapes(Dataset):
         for i, label in enumerate(self.labels.tolist()):
             if label == 0:
                 continue
-            side = 2 + 2 * label
+            side = 4 + 4 * label
             y, x = torch.randint(0, size - side, (2,), generator=g).tolist()
             self.masks[i, :, y : y + side, x : x + side] = 1
         self.images += 2.0 * self.masks

@@ -55,8 +55,10 @@ class ClassMetricsMixin:
             for name, value in zip(names, values, strict=True):
                 self.log(f"{split}/{metric}_{_slug(name)}", value, sync_dist=False)
         matrix = confusion.compute()
-        per_class.reset()
-        confusion.reset()
+        # Reset outside inference mode: a later fit's validation (run under no_grad) updates these states in place.
+        with torch.inference_mode(False):
+            per_class.reset()
+            confusion.reset()
         if split == "test" and self.trainer.is_global_zero:
             self.write_confusion_matrix(matrix, names)
 
