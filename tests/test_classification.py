@@ -81,3 +81,50 @@ def test_training_time_is_logged(tmp_path):
     task = ClassificationTask(CNN9(num_classes=3, width=4))
     trainer.fit(task, ShapesDataModule())
     assert trainer.callback_metrics["train/time_s"] > 0 and task.train_time_s > 0
+
+
+def test_every_architecture_has_a_model_shorthand():
+    from tumorlab.cli import expand_model_shorthand
+
+    for arch, task in (
+        ("CNN9", "ClassificationTask"),
+        ("SmallCNN", "ClassificationTask"),
+        ("ResNet3", "ClassificationTask"),
+        ("TimmClassifier", "ClassificationTask"),
+        ("UNetWithClassifier", "MultiTaskTask"),
+    ):
+        assert expand_model_shorthand(["fit", "--model", arch]) == ["fit", "--model", task, "--model.net", arch]
+
+
+BAD_INPUT = {
+    "unknown timm model": (
+        ["--model", "TimmClassifier", "--model.net.init_args.name", "resnet1000"],
+        "unknown timm model 'resnet1000'",
+    ),
+    "unknown smp encoder": (
+        ["--model", "UNetWithClassifier", "--model.net.init_args.encoder_name", "resnet1000"],
+        "unknown smp encoder 'resnet1000'; use one of smp.encoders.get_encoder_names()",
+    ),
+    "too many trainable layers": (
+        ["--model", "TimmClassifier", "--model.net.init_args.trainable_layers", "999"],
+        "trainable_layers is 999 but resnet18 with its head has 41 parameterised layers; choose 1..41",
+    ),
+    "theta outside [0, 1]": (["--model", "UNetWithClassifier", "--model.theta", "1.5"], r"theta must lie in [0, 1]"),
+    "classes disagree with the data": (
+        ["--model", "CNN9", "--model.net.init_args.num_classes", "4"],
+        "model.net.num_classes is 4 but the data module LGGDataModule has 2 classes",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUT))
+def test_bad_input_stops_before_training_with_one_line(case, lgg_phantom, tmp_path, capsys):
+    from tumorlab.cli import main
+
+    args, message = BAD_INPUT[case]
+    argv = ["fit", *args, "--data", "LGGDataModule", "--data.root", str(lgg_phantom), "--run.root", str(tmp_path)]
+    assert main([*argv, "--trainer.logger=false"]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("tumorlab: error:")]
+    assert len(lines) == 1 and message in lines[0], err[-2000:]
+    assert not any(tmp_path.iterdir()), "nothing is written before the configuration is valid"
