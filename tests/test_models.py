@@ -150,6 +150,12 @@ def test_timm_unreachable_weights_point_at_weights_file(monkeypatch):
         TimmClassifier("resnet18", pretrained=True)
 
 
+def test_timm_head_fits_backbones_with_a_pre_logits_block():
+    vgg = TimmClassifier("vgg11", num_classes=3)  # VGG's pre-logits block widens 512 features to 4096
+    assert vgg.head[-1].in_features == 4096
+    assert vgg(torch.randn(1, 3, 32, 32)).shape == (1, 3)
+
+
 def test_timm_input_size_checks():
     vit = TimmClassifier("vit_tiny_patch16_224", img_size=32, num_classes=2)
     assert vit(torch.randn(2, 3, 32, 32)).shape == (2, 2)

@@ -76,7 +76,9 @@ class TimmClassifier(nn.Module):
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.backbone = _create_backbone(name, pretrained, weights_file, in_channels, img_size)
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.backbone.num_features, num_classes))
+        # timm's pooled output width: num_features, or head_hidden_size where a pre-logits block widens it (VGG: 4096).
+        width = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, num_classes))
         if freeze_backbone:
             self.backbone.requires_grad_(False)
         elif trainable_layers is not None:
