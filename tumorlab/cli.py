@@ -24,9 +24,16 @@ LIGHTNING_COMMANDS = {
     "predict": "write per-slice predictions of a checkpoint to the run folder",
 }
 
-# Architecture -> the task that trains it: `--model UNetWithClassifier` is shorthand for
-# `--model MultiTaskTask --model.net UNetWithClassifier`.
-ARCHITECTURE_TASKS = {"UNetWithClassifier": "MultiTaskTask"}
+# Architecture -> the task that trains it: `--model CNN9` is shorthand for
+# `--model ClassificationTask --model.net CNN9`, `--model UNetWithClassifier` for
+# `--model MultiTaskTask --model.net UNetWithClassifier` (train it alone with `--model SegmentationTask`).
+ARCHITECTURE_TASKS = {
+    "CNN9": "ClassificationTask",
+    "SmallCNN": "ClassificationTask",
+    "ResNet3": "ClassificationTask",
+    "TimmClassifier": "ClassificationTask",
+    "UNetWithClassifier": "MultiTaskTask",
+}
 
 
 def main(args: Sequence[str] | None = None) -> int:

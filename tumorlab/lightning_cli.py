@@ -127,7 +127,12 @@ class TumorlabCLI(LightningCLI):
             if callback.dirpath is None:
                 callback.dirpath = str(self.run_dir / "checkpoints")
         if self.trainer.is_global_zero:
-            update_run_json(self.run_dir, **run_info(self.subcommand, self.argv))
+            counts = getattr(self.model, "parameter_counts", None)
+            update_run_json(
+                self.run_dir,
+                **run_info(self.subcommand, self.argv),
+                parameters=counts() if callable(counts) else None,
+            )
             resumed = self.config[self.subcommand].get("ckpt_path") if self.subcommand == "fit" else None
             if resumed:
                 update_run_json(self.run_dir, resumed_from=resumed)

@@ -66,6 +66,7 @@ class UNetWithClassifier(nn.Module):
         if num_classes < 2:
             raise ConfigError(f"num_classes must be at least 2 (a softmax head), got {num_classes}")
         self.num_classes = num_classes
+        self.in_channels = in_channels
         self.net = smp.Unet(
             encoder_name=encoder_name,
             encoder_weights=encoder_weights,
@@ -75,6 +76,7 @@ class UNetWithClassifier(nn.Module):
             classes=1,
             aux_params={"classes": num_classes, "dropout": head_dropout, "pooling": pooling},
         )
+        _drop_unused_stages(self.net.encoder, encoder_depth)
 
     @property
     def segmentation_parameters(self) -> list[nn.Parameter]:
@@ -89,3 +91,15 @@ class UNetWithClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> SegClsOutput:
         mask_logits, class_logits = self.net(x)
         return SegClsOutput(mask_logits, class_logits)
+
+
+def _drop_unused_stages(encoder: nn.Module, depth: int) -> None:
+    """Remove the stages a shallow ResNet-style encoder never runs.
+
+    smp keeps ``layer3``/``layer4`` of a ResNet encoder even when ``encoder_depth`` < 5 stops before them:
+    they would hold parameters that never get a gradient (dead weight in the optimiser, and an error under
+    DDP without ``find_unused_parameters``). Stage ``layer<k>`` runs only when ``depth > k``.
+    """
+    for k in range(max(depth, 1), 5):
+        if isinstance(getattr(encoder, f"layer{k}", None), nn.Module):
+            delattr(encoder, f"layer{k}")

@@ -1,16 +1,22 @@
-"""What every tumorlab LightningModule shares: optimiser and scheduler from the config, timing, data checks."""
+"""What every tumorlab LightningModule shares: optimiser and scheduler from the config, timing, parameter
+counts, class weights and data checks."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
 
 from tumorlab.errors import ConfigError
 
-__all__ = ["TumorTask"]
+__all__ = ["ClassWeights", "TumorTask"]
+
+ClassWeights = list[float] | Literal["auto"] | None
 
 
 class TumorTask(LightningModule):
@@ -18,6 +24,7 @@ class TumorTask(LightningModule):
 
     Args:
         optimizer: a callable that takes the parameters, e.g. ``torch.optim.Adam`` with ``init_args``.
+            Only parameters that require gradients are given to it (frozen layers stay untouched).
         scheduler: a callable that takes the optimiser, or ``None``. ``ReduceLROnPlateau`` watches ``monitor``.
         monitor: the logged metric that a plateau scheduler watches.
     """
@@ -34,6 +41,7 @@ class TumorTask(LightningModule):
         self.monitor = monitor
         self._epoch_start = 0.0
         self.train_time_s = 0.0
+        self._class_weights_spec: ClassWeights = None
 
     @property
     def num_classes(self) -> int:
@@ -48,16 +56,64 @@ class TumorTask(LightningModule):
                 f"{type(datamodule).__name__} has {data_classes} classes; set them equal"
             )
 
-    def setup(self, stage: str) -> None:
-        if self.trainer is not None and self.trainer.datamodule is not None:
-            self.check_data(self.trainer.datamodule)
+    def class_names(self) -> list[str]:
+        """Class names of the data module when it has them (and they fit the head), else ``"0"``, ``"1"`` ..."""
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        names = list(getattr(dm, "class_names", None) or [])
+        return [str(n) for n in names] if len(names) == self.num_classes else [str(i) for i in range(self.num_classes)]
 
+    # -- class weights (cross-entropy) ------------------------------------------------------------------------
+    def _init_class_weights(self, class_weights: ClassWeights) -> None:
+        """Keep the spec and register ``class_weight`` (``None`` until known for ``"auto"``)."""
+        self._class_weights_spec = class_weights
+        weights = None
+        if isinstance(class_weights, Sequence) and not isinstance(class_weights, str):
+            weights = self._checked_weights(class_weights, "model.class_weights")
+        elif class_weights not in (None, "auto"):
+            raise ConfigError(f"model.class_weights must be a list of floats, 'auto' or null; got {class_weights!r}")
+        self.register_buffer("class_weight", weights, persistent=False)
+
+    def _checked_weights(self, weights, source: str) -> torch.Tensor:
+        w = torch.as_tensor(list(map(float, weights)), dtype=torch.float32)
+        if w.numel() != self.num_classes or not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+            raise ConfigError(
+                f"{source} must be {self.num_classes} non-negative finite numbers (one per class), got {list(weights)}"
+            )
+        return w
+
+    def setup(self, stage: str) -> None:
+        dm = self.trainer.datamodule if self.trainer is not None else None
+        if dm is not None:
+            self.check_data(dm)
+        if self._class_weights_spec == "auto" and self.class_weight is None:
+            if dm is None or not callable(getattr(dm, "class_weights", None)):
+                raise ConfigError(
+                    "model.class_weights is 'auto' but the data module has no class_weights(); give a list instead"
+                )
+            weights = self._checked_weights(dm.class_weights().tolist(), f"{type(dm).__name__}.class_weights()")
+            self.class_weight = weights.to(self.device)
+            rank_zero_info(f"class weights (inverse train frequency): {[round(float(x), 4) for x in weights]}")
+
+    # -- optimisation -----------------------------------------------------------------------------------------
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.parameters())
+        optimizer = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor}}
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Total and trainable (``requires_grad``) parameters of the task (network and loss weights)."""
+        params = list(self.parameters())
+        return {"total": sum(p.numel() for p in params), "trainable": sum(p.numel() for p in params if p.requires_grad)}
+
+    def on_fit_start(self) -> None:
+        counts = self.parameter_counts()
+        rank_zero_info(
+            f"{type(self.net).__name__}: {counts['trainable']:,} trainable of {counts['total']:,} parameters"
+        )
+        for logger in self.loggers:
+            logger.log_hyperparams({"params/total": counts["total"], "params/trainable": counts["trainable"]})
 
     def on_train_epoch_start(self) -> None:
         self._epoch_start = time.perf_counter()

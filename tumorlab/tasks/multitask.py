@@ -1,39 +1,54 @@
-"""Joint tumour segmentation and slice classification with the weighted loss L = θ·L_seg + (1 − θ)·L_cls."""
+"""Joint tumour segmentation and slice classification with a weighted joint loss.
+
+``loss_balance: fixed``: L = θ·L_seg + (1 − θ)·L_cls with θ from the config.
+``loss_balance: uncertainty``: homoscedastic-uncertainty weighting (Kendall, Gal & Cipolla, CVPR 2018) with
+learned log-variances s_seg, s_cls: L = exp(−s_seg)·L_seg + exp(−s_cls)·L_cls + s_seg + s_cls. This is the
+form commonly used for both kinds of loss (s = log σ²; the ½ factors of the paper's regression terms are
+dropped, which rescales s but not where the balance settles); θ is then ignored.
+"""
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from segmentation_models_pytorch.losses import DiceLoss
+from torch import nn
 
 from tumorlab.errors import ConfigError
 from tumorlab.models.unet import UNetWithClassifier
-from tumorlab.tasks.base import TumorTask
-from tumorlab.tasks.metrics import classification_metrics, segmentation_metrics
+from tumorlab.tasks.base import ClassWeights, TumorTask
+from tumorlab.tasks.classification import ClassMetricsMixin
+from tumorlab.tasks.segmentation import SegMetricsMixin, check_has_masks
 
 __all__ = ["MultiTaskTask"]
 
 
-class MultiTaskTask(TumorTask):
+class MultiTaskTask(ClassMetricsMixin, SegMetricsMixin, TumorTask):
     """Train a ``UNetWithClassifier`` on both heads at once.
 
     Args:
         net: the two-headed network.
         theta: weight of the segmentation loss in [0, 1]; 1 trains segmentation only, 0 classification only.
+        loss_balance: ``fixed`` (θ) or ``uncertainty`` (learned weights, see the module docstring).
+        class_weights: cross-entropy weight per class, ``"auto"`` (from the data module) or ``None``.
         optimizer: see ``TumorTask``.
         scheduler: see ``TumorTask``.
         monitor: see ``TumorTask``.
 
     L_seg is soft Dice + binary cross-entropy on the mask logits; L_cls is cross-entropy on the class logits.
     Logged per split (``train/``, ``val/``, ``test/``): ``loss``, ``loss_seg``, ``loss_cls``, ``dice``, ``iou``,
-    ``acc``, ``f1``, ``auroc``.
+    ``dice_volume``, ``acc``, ``precision``, ``recall``, ``f1``, ``f2``, ``auroc``; with ``uncertainty`` also
+    ``train/weight_seg`` and ``train/weight_cls`` (exp(−s)).
     """
 
     def __init__(
         self,
         net: UNetWithClassifier,
         theta: float = 0.5,
+        loss_balance: Literal["fixed", "uncertainty"] = "fixed",
+        class_weights: ClassWeights = None,
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
         monitor: str = "val/loss",
@@ -41,23 +56,42 @@ class MultiTaskTask(TumorTask):
         super().__init__(optimizer=optimizer, scheduler=scheduler, monitor=monitor)
         if not 0.0 <= theta <= 1.0:
             raise ConfigError(f"model.theta must lie in [0, 1] (the weight of the segmentation loss), got {theta}")
+        if loss_balance not in ("fixed", "uncertainty"):
+            raise ConfigError(f"model.loss_balance must be 'fixed' or 'uncertainty', got {loss_balance!r}")
         self.save_hyperparameters(ignore=["net"])
         self.net = net
         self.theta = theta
-        self.dice_loss = DiceLoss(mode="binary", from_logits=True)
-        for split in ("train", "val", "test"):
-            setattr(self, f"{split}_cls_metrics", classification_metrics(net.num_classes).clone(prefix=f"{split}/"))
-            setattr(self, f"{split}_seg_metrics", segmentation_metrics().clone(prefix=f"{split}/"))
+        self.loss_balance = loss_balance
+        if loss_balance == "uncertainty":
+            # s = log σ² per task, starting at 0 (both weights 1).
+            self.log_var_seg = nn.Parameter(torch.zeros(()))
+            self.log_var_cls = nn.Parameter(torch.zeros(()))
+        self._init_class_weights(class_weights)
+        self._add_seg_metrics()
+        self._add_class_metrics(net.num_classes)
+
+    def check_data(self, datamodule) -> None:
+        """The data must yield masks and have as many classes as the head."""
+        check_has_masks("MultiTaskTask", datamodule)
+        super().check_data(datamodule)
 
     def forward(self, x: torch.Tensor):
         return self.net(x)
 
     def losses(self, out, batch: dict) -> dict[str, torch.Tensor]:
-        """The weighted joint loss and its two parts."""
-        loss_seg = self.dice_loss(out.mask_logits, batch["mask"]) + F.binary_cross_entropy_with_logits(
-            out.mask_logits, batch["mask"]
-        )
-        loss_cls = F.cross_entropy(out.class_logits, batch["label"])
+        """The joint loss and its two parts (and, with ``uncertainty``, the two task weights)."""
+        loss_seg = self.seg_loss(out.mask_logits, batch["mask"])
+        loss_cls = F.cross_entropy(out.class_logits, batch["label"], weight=self.class_weight)
+        if self.loss_balance == "uncertainty":
+            w_seg, w_cls = torch.exp(-self.log_var_seg), torch.exp(-self.log_var_cls)
+            loss = w_seg * loss_seg + w_cls * loss_cls + self.log_var_seg + self.log_var_cls
+            return {
+                "loss": loss,
+                "loss_seg": loss_seg,
+                "loss_cls": loss_cls,
+                "weight_seg": w_seg.detach(),
+                "weight_cls": w_cls.detach(),
+            }
         loss = self.theta * loss_seg + (1.0 - self.theta) * loss_cls
         return {"loss": loss, "loss_seg": loss_seg, "loss_cls": loss_cls}
 
@@ -65,21 +99,12 @@ class MultiTaskTask(TumorTask):
         out = self(batch["image"])
         losses = self.losses(out, batch)
         n = batch["image"].shape[0]
+        logged = {f"{split}/{k}": v for k, v in losses.items() if split == "train" or not k.startswith("weight")}
         self.log_dict(
-            {f"{split}/{k}": v for k, v in losses.items()},
-            prog_bar=split != "train",
-            batch_size=n,
-            sync_dist=True,
-            on_step=split == "train",
-            on_epoch=True,
+            logged, prog_bar=split != "train", batch_size=n, sync_dist=True, on_step=split == "train", on_epoch=True
         )
-        probs = out.class_logits.detach().softmax(dim=1)
-        cls_metrics = getattr(self, f"{split}_cls_metrics")
-        cls_metrics.update(probs[:, 1] if self.num_classes == 2 else probs, batch["label"])
-        seg_metrics = getattr(self, f"{split}_seg_metrics")
-        seg_metrics.update((out.mask_logits.detach() > 0).long(), batch["mask"].long())
-        self.log_dict(cls_metrics, batch_size=n, on_step=False, on_epoch=True)
-        self.log_dict(seg_metrics, batch_size=n, on_step=False, on_epoch=True, prog_bar=split == "val")
+        self._update_class_metrics(split, out.class_logits, batch["label"])
+        self._update_seg_metrics(split, out.mask_logits, batch)
         return losses["loss"]
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

@@ -1,0 +1,70 @@
+"""Test-only helpers: a tiny in-memory DataModule that yields batches in the data/task contract."""
+
+from __future__ import annotations
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset
+
+
+class _Shapes(Dataset):
+    """Noise images with a bright square whose size grows with the class; mask = the square (class 0: none)."""
+
+    def __init__(self, n: int, size: int, num_classes: int, seed: int, patients: int) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.labels = torch.randint(0, num_classes, (n,), generator=g)
+        self.images = torch.randn(n, 3, size, size, generator=g) * 0.5
+        self.masks = torch.zeros(n, 1, size, size)
+        for i, label in enumerate(self.labels.tolist()):
+            if label == 0:
+                continue
+            side = 4 + 4 * label
+            y, x = torch.randint(0, size - side, (2,), generator=g).tolist()
+            self.masks[i, :, y : y + side, x : x + side] = 1
+        self.images += 2.0 * self.masks
+        self.patients = [f"P{i % patients:02d}" for i in range(n)]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        return {
+            "image": self.images[i],
+            "mask": self.masks[i],
+            "label": self.labels[i],
+            "patient": self.patients[i],
+            "image_path": f"img{i}.png",
+        }
+
+
+class ShapesDataModule(LightningDataModule):
+    """In-memory contract batches (``image``, ``mask``, ``label``, ``patient``, ``image_path``) for task tests."""
+
+    def __init__(self, num_classes: int = 3, size: int = 32, n: int = 48, batch_size: int = 16, seed: int = 0) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.class_names = [f"class {chr(97 + k)}" for k in range(num_classes)]
+        self.in_channels = 3
+        self.size, self.n, self.batch_size, self.seed = size, n, batch_size, seed
+        self.datasets: dict[str, _Shapes] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        for k, name in enumerate(("train", "val", "test")):
+            self.datasets.setdefault(name, _Shapes(self.n, self.size, self.num_classes, self.seed + k, patients=6))
+
+    def class_weights(self) -> torch.Tensor:
+        counts = torch.bincount(self.datasets["train"].labels, minlength=self.num_classes).float()
+        w = counts.sum() / counts.clamp_min(1)
+        return w / w.mean()
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.datasets["train"], batch_size=self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.datasets["val"], batch_size=self.batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(self.datasets["test"], batch_size=self.batch_size)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()

@@ -1,0 +1,130 @@
+"""ClassificationTask: the loss, class weights, metrics against sklearn, the confusion matrix file."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import Trainer
+from sklearn.metrics import confusion_matrix, fbeta_score, precision_score
+
+from tests.helpers import ShapesDataModule
+from tumorlab.errors import ConfigError
+from tumorlab.models import CNN9, ResNet3
+from tumorlab.tasks import ClassificationTask
+from tumorlab.tasks.classification import CONFUSION_FILE
+
+
+def _trainer(tmp_path, **kw) -> Trainer:
+    args = dict(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+    )
+    return Trainer(**{**args, **kw})
+
+
+def test_loss_is_weighted_label_smoothed_cross_entropy():
+    task = ClassificationTask(CNN9(num_classes=3, width=4), class_weights=[1.0, 2.0, 0.5], label_smoothing=0.1)
+    logits, labels = torch.randn(8, 3), torch.tensor([0, 1, 2, 0, 1, 2, 2, 1])
+    expected = F.cross_entropy(logits, labels, weight=torch.tensor([1.0, 2.0, 0.5]), label_smoothing=0.1)
+    assert torch.isclose(task.loss(logits, labels), expected)
+
+
+def test_bad_task_values_say_what_is_allowed():
+    net = CNN9(num_classes=3, width=4)
+    with pytest.raises(ConfigError, match="class_weights must be 3 non-negative finite numbers"):
+        ClassificationTask(net, class_weights=[1.0, 2.0])
+    with pytest.raises(ConfigError, match=r"label_smoothing must lie in \[0, 1\)"):
+        ClassificationTask(net, label_smoothing=1.0)
+    with pytest.raises(ConfigError, match="num_classes is 3 but the data module ShapesDataModule has 4"):
+        ClassificationTask(net).check_data(ShapesDataModule(num_classes=4))
+
+
+def test_auto_class_weights_come_from_the_data(tmp_path):
+    dm = ShapesDataModule(num_classes=3, n=30)
+    task = ClassificationTask(ResNet3(num_classes=3, width=4), class_weights="auto")
+    _trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=1).fit(task, dm)
+    assert torch.allclose(task.class_weight, dm.class_weights())
+    assert float(task.class_weight.mean()) == pytest.approx(1.0)
+
+
+def test_test_metrics_and_confusion_matrix_match_sklearn(tmp_path):
+    torch.manual_seed(0)
+    dm = ShapesDataModule(num_classes=3, n=40)
+    task = ClassificationTask(ResNet3(num_classes=3, width=4))
+    trainer = _trainer(tmp_path, max_epochs=2)
+    trainer.fit(task, dm)
+    metrics = trainer.test(task, dm, verbose=False)[0]
+    batches = trainer.predict(task, dm)
+    prob = torch.cat([b["class_prob"] for b in batches]).numpy()
+    truth = dm.datasets["test"].labels.numpy()
+    pred = prob.argmax(1)
+    assert metrics["test/acc"] == pytest.approx(float((pred == truth).mean()), abs=1e-6)
+    assert metrics["test/f2"] == pytest.approx(fbeta_score(truth, pred, beta=2, average="macro"), abs=1e-5)
+    per_class = precision_score(truth, pred, average=None, zero_division=0)
+    for k, name in enumerate(("class_a", "class_b", "class_c")):
+        assert metrics[f"test/precision_{name}"] == pytest.approx(per_class[k], abs=1e-5)
+    record = json.loads((tmp_path / CONFUSION_FILE).read_text())
+    assert record["class_names"] == ["class a", "class b", "class c"]
+    np.testing.assert_array_equal(np.array(record["matrix"]), confusion_matrix(truth, pred, labels=[0, 1, 2]))
+
+
+def test_training_time_is_logged(tmp_path):
+    trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=1)
+    task = ClassificationTask(CNN9(num_classes=3, width=4))
+    trainer.fit(task, ShapesDataModule())
+    assert trainer.callback_metrics["train/time_s"] > 0 and task.train_time_s > 0
+
+
+def test_every_architecture_has_a_model_shorthand():
+    from tumorlab.cli import expand_model_shorthand
+
+    for arch, task in (
+        ("CNN9", "ClassificationTask"),
+        ("SmallCNN", "ClassificationTask"),
+        ("ResNet3", "ClassificationTask"),
+        ("TimmClassifier", "ClassificationTask"),
+        ("UNetWithClassifier", "MultiTaskTask"),
+    ):
+        assert expand_model_shorthand(["fit", "--model", arch]) == ["fit", "--model", task, "--model.net", arch]
+
+
+BAD_INPUT = {
+    "unknown timm model": (
+        ["--model", "TimmClassifier", "--model.net.init_args.name", "resnet1000"],
+        "unknown timm model 'resnet1000'",
+    ),
+    "unknown smp encoder": (
+        ["--model", "UNetWithClassifier", "--model.net.init_args.encoder_name", "resnet1000"],
+        "unknown smp encoder 'resnet1000'; use one of smp.encoders.get_encoder_names()",
+    ),
+    "too many trainable layers": (
+        ["--model", "TimmClassifier", "--model.net.init_args.trainable_layers", "999"],
+        "trainable_layers is 999 but resnet18 with its head has 41 parameterised layers; choose 1..41",
+    ),
+    "theta outside [0, 1]": (["--model", "UNetWithClassifier", "--model.theta", "1.5"], r"theta must lie in [0, 1]"),
+    "classes disagree with the data": (
+        ["--model", "CNN9", "--model.net.init_args.num_classes", "4"],
+        "model.net.num_classes is 4 but the data module LGGDataModule has 2 classes",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUT))
+def test_bad_input_stops_before_training_with_one_line(case, lgg_phantom, tmp_path, capsys):
+    from tumorlab.cli import main
+
+    args, message = BAD_INPUT[case]
+    argv = ["fit", *args, "--data", "LGGDataModule", "--data.root", str(lgg_phantom), "--run.root", str(tmp_path)]
+    assert main([*argv, "--trainer.logger=false"]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("tumorlab: error:")]
+    assert len(lines) == 1 and message in lines[0], err[-2000:]
+    assert not any(tmp_path.iterdir()), "nothing is written before the configuration is valid"

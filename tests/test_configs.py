@@ -1,0 +1,188 @@
+"""Every YAML under configs/ parses (--print_config) and trains one fast_dev_run step on phantoms.
+
+Experiment files and the demo are complete configs; fragments under configs/model and configs/trainer are
+composed with a small LGG base. A config whose DataModule (or a data argument) this checkout lacks is
+skipped, saying which, decided from ``tumorlab.data`` at run time.
+"""
+
+from __future__ import annotations
+
+import csv
+import inspect
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+import tumorlab.data
+from tests.conftest import REPO, run_cli
+from tumorlab.cli import main
+
+CONFIGS = REPO / "configs"
+FULL = sorted([CONFIGS / "demo.yaml", *(CONFIGS / "experiments").glob("*.yaml")])
+MODEL_FRAGMENTS = sorted((CONFIGS / "model").glob("*.yaml"))
+# ddp.yaml starts several processes: tests/test_scale.py runs it with two CPU processes.
+DDP_FRAGMENT = CONFIGS / "trainer" / "ddp.yaml"
+TRAINER_FRAGMENTS = sorted(p for p in (CONFIGS / "trainer").glob("*.yaml") if p != DDP_FRAGMENT)
+DATA_FRAGMENTS = sorted((CONFIGS / "data").glob("*.yaml"))  # tests/test_data_configs.py
+PHANTOM_SIZE = 32
+_MIN_SIZE = {"inception_v3": 80}  # timm's inception stem needs at least 75 px
+
+
+def _rel(path: Path) -> str:
+    return str(path.relative_to(REPO))
+
+
+def test_every_config_file_is_covered():
+    every = set(CONFIGS.rglob("*.yaml"))
+    tested = set(FULL) | set(MODEL_FRAGMENTS) | set(TRAINER_FRAGMENTS) | set(DATA_FRAGMENTS) | {DDP_FRAGMENT}
+    assert every == tested, f"untested configs: {sorted(map(_rel, every - tested))}"
+
+
+def _skip_without_data_support(data: dict) -> None:
+    name = data["class_path"].rsplit(".", 1)[-1]
+    cls = getattr(tumorlab.data, name, None)
+    if cls is None:
+        pytest.skip(f"needs {name} from the data layer (not in tumorlab.data on this branch)")
+    params = inspect.signature(cls.__init__).parameters
+    missing = sorted(set(data.get("init_args", {})) - set(params))
+    if missing and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        pytest.skip(f"needs {name} arguments {missing} from the data layer")
+
+
+@pytest.fixture(scope="module")
+def phantoms(lgg_phantom, folders_phantom, tmp_path_factory) -> dict[str, Path]:
+    """Data roots per DataModule, plus a manifest CSV over the folder phantoms (one patient per image)."""
+    out = tmp_path_factory.mktemp("manifest")
+    rows = [
+        {"path": str(p), "label": p.parent.name, "patient": f"{p.parent.name}-{p.stem}"}
+        for p in sorted((folders_phantom / "Training").rglob("*.jpg"))
+    ]
+    with open(out / "manifest.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["path", "label", "patient"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return {"lgg": lgg_phantom, "folders": folders_phantom, "manifest": out / "manifest.csv"}
+
+
+def _overrides(cfg: dict, phantoms: dict[str, Path], tmp_path: Path) -> list[str]:
+    """CPU, tiny images, no pretrained weights, the phantom data: what turns a study config into a smoke test."""
+    data = cfg["data"]["class_path"].rsplit(".", 1)[-1]
+    net = cfg["model"]["init_args"]["net"]
+    net_name, net_args = net["class_path"].rsplit(".", 1)[-1], net.get("init_args", {})
+    size = _MIN_SIZE.get(net_args.get("name"), PHANTOM_SIZE)
+    args = ["--trainer.fast_dev_run=true", "--trainer.logger=false", "--trainer.accelerator=cpu"]
+    args += ["--run.root", str(tmp_path / "runs"), f"--data.image_size={size}", "--data.batch_size=4"]
+    if data == "LGGDataModule":
+        args += [f"--data.root={phantoms['lgg']}", "--data.num_workers=0"]
+        classes = 2
+    elif data == "FolderDataModule":
+        args += [f"--data.root={phantoms['folders']}", "--data.num_workers=0"]
+        classes = 4
+    else:
+        args += [f"--data.csv={phantoms['manifest']}", "--data.min_class_count=0", "--data.max_per_patient=null"]
+        args += ["--data.num_workers=0"]
+        classes = 4
+    args.append(f"--model.net.init_args.num_classes={classes}")
+    if net_name == "SmallCNN":
+        args.append(f"--model.net.init_args.image_size={size}")
+    if net_name == "TimmClassifier":
+        args.append("--model.net.init_args.pretrained=false")
+        if net_args.get("name", "").startswith("vit"):
+            args.append(f"--model.net.init_args.img_size={size}")
+    if net_name == "UNetWithClassifier":
+        assert net_args.get("encoder_weights") is None, "configs train the U-Net from scratch unless a user says so"
+    return args
+
+
+def _fast_dev_run(configs: list[Path], cfg: dict, phantoms, tmp_path) -> None:
+    _skip_without_data_support(cfg["data"])
+    argv = ["fit", *(a for c in configs for a in ("--config", str(c))), *_overrides(cfg, phantoms, tmp_path)]
+    assert main(argv) == 0
+    runs = list((tmp_path / "runs").rglob("run.json"))
+    assert len(runs) == 1
+    record = json.loads(runs[0].read_text())
+    assert record["parameters"]["trainable"] > 0 and record["train_time_s"] > 0
+
+
+@pytest.mark.parametrize("path", FULL, ids=_rel)
+def test_full_config_parses_and_runs_one_step(path, phantoms, tmp_path, capsys):
+    cfg = yaml.safe_load(path.read_text())
+    _skip_without_data_support(cfg["data"])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(path), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["class_path"] == cfg["model"]["class_path"]
+    if "experiments" in path.parts:
+        logger = cfg["trainer"]["logger"]
+        assert logger["class_path"].endswith("WandbLogger") and logger["init_args"]["project"] == "tumorlab"
+        assert logger["init_args"]["name"] == cfg["run"]["name"] == path.stem and logger["init_args"]["tags"]
+        (ckpt,) = [c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("ModelCheckpoint")]
+        assert ckpt["init_args"]["monitor"].startswith("val/") and ckpt["init_args"]["save_last"] is True
+    _fast_dev_run([path], cfg, phantoms, tmp_path)
+
+
+def _lgg_base(tmp_path: Path, task: str) -> tuple[Path, dict]:
+    init = {"root": "unused", "image_size": PHANTOM_SIZE, "batch_size": 4}
+    if "task" in inspect.signature(tumorlab.data.LGGDataModule.__init__).parameters:
+        init["task"] = task
+    data = {"class_path": "tumorlab.data.LGGDataModule", "init_args": init}
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump({"data": data}))
+    return base, data
+
+
+_TASK_DATA = {"ClassificationTask": "classification", "SegmentationTask": "segmentation", "MultiTaskTask": "multitask"}
+
+
+@pytest.mark.parametrize("path", MODEL_FRAGMENTS, ids=_rel)
+def test_model_fragment_composes_and_runs_one_step(path, phantoms, tmp_path):
+    model = yaml.safe_load(path.read_text())["model"]
+    base, data = _lgg_base(tmp_path, _TASK_DATA[model["class_path"].rsplit(".", 1)[-1]])
+    _fast_dev_run([CONFIGS / "trainer" / "fast.yaml", base, path], {"model": model, "data": data}, phantoms, tmp_path)
+
+
+@pytest.mark.parametrize("path", TRAINER_FRAGMENTS, ids=_rel)
+def test_trainer_fragment_composes_and_runs_one_step(path, phantoms, tmp_path, capsys):
+    import torch
+
+    trainer = yaml.safe_load(path.read_text())["trainer"]
+    model = CONFIGS / "model" / "cnn9.yaml"
+    base, data = _lgg_base(tmp_path, "classification")
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(path), "--config", str(model), "--config", str(base), "--print_config"])
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert all(printed["trainer"][k] == v for k, v in trainer.items())
+    if trainer["accelerator"] == "gpu" and not torch.cuda.is_available():
+        return  # parsed; running it needs a GPU
+    cfg = {"model": yaml.safe_load(model.read_text())["model"], "data": data}
+    _fast_dev_run([path, model, base], cfg, phantoms, tmp_path)
+
+
+def test_experiment_runs_through_the_command_line(tmp_path, lgg_phantom):
+    """One experiment as a user runs it: a subprocess, W&B offline, a checkpoint and run.json."""
+    path = CONFIGS / "experiments" / "lgg_unet_segmentation.yaml"
+    cfg = yaml.safe_load(path.read_text())
+    _skip_without_data_support(cfg["data"])
+    r = run_cli(
+        "fit",
+        "--config",
+        str(path),
+        "--data.root",
+        str(lgg_phantom),
+        "--data.image_size=32",
+        "--data.num_workers=0",
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=2",
+        "--trainer.limit_val_batches=2",
+        "--trainer.accelerator=cpu",
+        "--run.root",
+        "out",
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    (record,) = list((tmp_path / "out" / "lgg_unet_segmentation").rglob("run.json"))
+    data = json.loads(record.read_text())
+    assert "val/dice_volume" in data["best_score"] and data["train_time_s"] > 0

@@ -1,0 +1,122 @@
+"""Tumour segmentation: soft Dice + binary cross-entropy on mask logits; Dice, IoU and per-patient Dice."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from segmentation_models_pytorch.losses import DiceLoss
+from torch import nn
+
+from tumorlab.errors import ConfigError
+from tumorlab.tasks.base import TumorTask
+from tumorlab.tasks.metrics import VolumeDice, segmentation_metrics
+
+__all__ = ["SegMetricsMixin", "SegmentationTask", "check_has_masks"]
+
+_SPLITS = ("train", "val", "test")
+
+
+def check_has_masks(task_name: str, datamodule) -> None:
+    """Raise ``ConfigError`` if ``datamodule`` says it yields no masks (e.g. LGG with ``task: classification``)."""
+    data_task = getattr(datamodule, "task", None)
+    if isinstance(data_task, str) and data_task == "classification":
+        raise ConfigError(
+            f"{task_name} needs masks but {type(datamodule).__name__} has task 'classification'; "
+            "set data.init_args.task to 'segmentation' or 'multitask'"
+        )
+
+
+class SegMetricsMixin:
+    """Per split ``dice`` and ``iou`` (pooled over all pixels) and ``dice_volume`` (mean per-patient Dice)."""
+
+    def _add_seg_metrics(self) -> None:
+        self.dice_loss = DiceLoss(mode="binary", from_logits=True)
+        for split in _SPLITS:
+            setattr(self, f"{split}_seg_metrics", segmentation_metrics().clone(prefix=f"{split}/"))
+            setattr(self, f"{split}_volume_dice", VolumeDice())
+
+    def seg_loss(self, mask_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Soft Dice loss + binary cross-entropy, equally weighted."""
+        return self.dice_loss(mask_logits, mask) + F.binary_cross_entropy_with_logits(mask_logits, mask)
+
+    def _update_seg_metrics(self, split: str, mask_logits: torch.Tensor, batch: dict) -> None:
+        n = mask_logits.shape[0]
+        pred, target = (mask_logits.detach() > 0).long(), batch["mask"].long()
+        metrics = getattr(self, f"{split}_seg_metrics")
+        metrics.update(pred, target)
+        self.log_dict(metrics, batch_size=n, on_step=False, on_epoch=True, prog_bar=split == "val")
+        if "patient" in batch:
+            volume = getattr(self, f"{split}_volume_dice")
+            volume.update(pred, target, batch["patient"])
+            self.log(f"{split}/dice_volume", volume, batch_size=n, on_step=False, on_epoch=True)
+
+
+class SegmentationTask(SegMetricsMixin, TumorTask):
+    """Train a segmentation network on tumour masks with soft Dice + BCE.
+
+    Args:
+        net: a network returning mask logits ``(N, 1, H, W)``, or an output with ``mask_logits`` such as
+            ``UNetWithClassifier`` (its classification head is frozen here: nothing trains it).
+        optimizer: see ``TumorTask``.
+        scheduler: see ``TumorTask``.
+        monitor: see ``TumorTask``.
+
+    Logged per split: ``loss``, ``dice``, ``iou`` (pooled over all pixels) and ``dice_volume`` (the mean over
+    patients of each patient's volume Dice; empty prediction on an empty volume = 1).
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        scheduler: LRSchedulerCallable | None = None,
+        monitor: str = "val/loss",
+    ) -> None:
+        super().__init__(optimizer=optimizer, scheduler=scheduler, monitor=monitor)
+        self.save_hyperparameters(ignore=["net"])
+        self.net = net
+        for p in getattr(net, "classification_parameters", []):
+            p.requires_grad_(False)
+        self._add_seg_metrics()
+
+    @property
+    def num_classes(self) -> int | None:
+        return getattr(self.net, "num_classes", None)
+
+    def check_data(self, datamodule) -> None:
+        """Raise ``ConfigError`` if the data module yields no masks or disagrees on the number of classes."""
+        check_has_masks("SegmentationTask", datamodule)
+        if self.num_classes is not None:
+            super().check_data(datamodule)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x)
+        return getattr(out, "mask_logits", out)
+
+    def _step(self, batch: dict, split: str) -> torch.Tensor:
+        mask_logits = self(batch["image"])
+        loss = self.seg_loss(mask_logits, batch["mask"])
+        n = mask_logits.shape[0]
+        self.log(f"{split}/loss", loss, batch_size=n, sync_dist=True, on_step=split == "train", on_epoch=True)
+        self._update_seg_metrics(split, mask_logits, batch)
+        return loss
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        mask_prob = self(batch["image"]).sigmoid()
+        tumour = mask_prob.flatten(1).amax(1)  # a slice's tumour probability: its most confident pixel
+        return {
+            "mask_prob": mask_prob,
+            "class_prob": torch.stack([1 - tumour, tumour], dim=1),
+            "patient": batch["patient"],
+            "image_path": batch["image_path"],
+        }
