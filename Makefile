@@ -26,8 +26,10 @@ $(BIN)/.tumorlab-installed: pyproject.toml | $(BIN)/python
 	$(PIP) install -q -e .
 	touch $@
 
+# W&B's sweep engine (for the sweep tests) declares numpy<2 but runs on numpy 2: install it without its pins.
 $(BIN)/.tumorlab-dev-installed: pyproject.toml $(BIN)/.tumorlab-installed
 	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q --no-deps 'sweeps==0.3.0'
 	touch $@
 
 # data.csv is written last, so its presence marks a complete phantom set.
