@@ -152,6 +152,16 @@ def _only_run(base: Path) -> Path:
     return runs[0]
 
 
+def _test_slices(fit_dir: Path):
+    """The test split's slices, from the resolved config of the fit (the same seed and root)."""
+    from tumorlab.data import LGGDataModule
+
+    init = yaml.safe_load((fit_dir / "config.yaml").read_text())["data"]["init_args"]
+    dm = LGGDataModule(**init)
+    dm.setup()
+    return dm.datasets["test"].samples
+
+
 def test_fit_then_test_then_predict(tmp_path, lgg_phantom):
     root = str(lgg_phantom)
     r = run_cli(
@@ -190,6 +200,10 @@ def test_fit_then_test_then_predict(tmp_path, lgg_phantom):
         assert math.isfinite(metrics[key]), key
     assert 0.0 <= metrics["dice"] <= 1.0 and 0.0 <= metrics["acc"] <= 1.0
     assert "test metrics:" in r.stdout and str(test_dir) in r.stdout
+    confusion = json.loads((test_dir / "confusion_matrix.json").read_text())
+    assert np.array(confusion["matrix"]).sum() == len(list(_test_slices(fit_dir)))
+    assert (test_dir / "confusion_matrix.png").is_file()
+    assert list((test_dir / "wandb").glob("offline-run-*/files/media/images/test/figures_*.png")), "figure on W&B"
 
     # predict writes one row per test slice; accuracy and AUROC recomputed from it match `tumorlab test`
     r = run_cli(

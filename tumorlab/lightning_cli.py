@@ -184,6 +184,21 @@ class TumorlabCLI(LightningCLI):
             return
         update_run_json(self.run_dir, **{f"{split}_metrics": metrics})
         print(format_metrics(metrics, f"{split} metrics", self.run_dir))
+        self._log_report_images(split)
+
+    def _log_report_images(self, split: str) -> None:
+        """Draw the figures this run produced into its folder and hand them to W&B."""
+        from tumorlab.reports import plot_confusion_matrix
+        from tumorlab.tasks.classification import CONFUSION_FILE
+
+        images = []
+        if split == "test" and (self.run_dir / CONFUSION_FILE).is_file():
+            images.append(plot_confusion_matrix(self.run_dir / CONFUSION_FILE))
+        for logger in self.trainer.loggers:
+            if isinstance(logger, WandbLogger) and images:
+                logger.log_image(
+                    key=f"{split}/figures", images=[str(p) for p in images], caption=[p.stem for p in images]
+                )
 
     def predict(self, **kwargs) -> None:
         batches = self.trainer.predict(**kwargs) or []
