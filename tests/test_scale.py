@@ -30,7 +30,7 @@ TINY = [
     "--trainer.log_every_n_steps",
     "1",
 ]
-METRICS = ("dice", "iou", "acc", "f1", "auroc")
+METRICS = ("dice", "iou", "dice_volume", "acc", "f1", "auroc")
 
 
 def _runs(base: Path, command: str) -> list[Path]:
@@ -117,6 +117,7 @@ def test_resume_after_sigkill_ends_like_an_uninterrupted_fit(tmp_path, lgg_phant
         time.sleep(0.05)
     assert killed.wait(timeout=60) == -signal.SIGKILL, "the fit must be killed mid-training"
     interrupted_epoch = torch.load(last, map_location="cpu", weights_only=False)["epoch"]
+    print("interrupted after epoch", interrupted_epoch)
     assert interrupted_epoch < 3
 
     resumed = subprocess.run(

@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 
-__all__ = ["RNGState", "ChannelsLast", "CompileModel"]
+__all__ = ["RNGState", "ResumeCheckpoint", "ChannelsLast", "CompileModel"]
 
 
 class RNGState(Callback):
@@ -60,6 +61,18 @@ class RNGState(Callback):
         random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class ResumeCheckpoint(ModelCheckpoint):
+    """Write ``checkpoints/last.ckpt`` at the end of every epoch, to resume from after a crash.
+
+    Lightning 2.6's ``save_last`` writes ``last.ckpt`` only when a monitored checkpoint improved, so the
+    monitored ``ModelCheckpoint`` of a config keeps the best model and this one the latest. Set ``save_last``
+    of the monitored one to false (both would write ``last.ckpt``).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
 
 
 def _images_channels_last(batch: Any) -> None:

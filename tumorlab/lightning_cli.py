@@ -20,6 +20,7 @@ from lightning.pytorch.utilities import rank_zero_only
 import tumorlab.data  # noqa: F401  (registers the DataModules for short names)
 import tumorlab.models  # noqa: F401  (registers the architectures)
 import tumorlab.tasks  # noqa: F401  (registers the tasks)
+from tumorlab.callbacks import ResumeCheckpoint
 from tumorlab.errors import ConfigError
 from tumorlab.runs import find_checkpoint, find_resume_checkpoint, new_run_dir, run_info, update_run_json
 
@@ -105,7 +106,7 @@ class TumorlabCLI(LightningCLI):
         """Add tumorlab's callbacks to the config itself, so that the saved config.yaml shows them."""
         wanted = []
         if self.subcommand == "fit":
-            wanted.append("tumorlab.callbacks.RNGState")
+            wanted += ["tumorlab.callbacks.RNGState", "tumorlab.callbacks.ResumeCheckpoint"]
         if cfg.run.channels_last:
             wanted.append("tumorlab.callbacks.ChannelsLast")
         if cfg.run.compile:
@@ -126,6 +127,13 @@ class TumorlabCLI(LightningCLI):
         for callback in self.trainer.checkpoint_callbacks:
             if callback.dirpath is None:
                 callback.dirpath = str(self.run_dir / "checkpoints")
+            if callback.save_last and not isinstance(callback, ResumeCheckpoint):
+                print(
+                    "tumorlab: warning: ModelCheckpoint(save_last=true) turned off: ResumeCheckpoint writes "
+                    "checkpoints/last.ckpt after every epoch",
+                    file=sys.stderr,
+                )
+                callback.save_last = False
         if self.trainer.is_global_zero:
             counts = getattr(self.model, "parameter_counts", None)
             update_run_json(
