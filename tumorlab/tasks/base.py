@@ -95,6 +95,19 @@ class TumorTask(LightningModule):
             rank_zero_info(f"class weights (inverse train frequency): {[round(float(x), 4) for x in weights]}")
 
     # -- optimisation -----------------------------------------------------------------------------------------
+    def _step(self, batch: dict, split: str) -> torch.Tensor:
+        """Loss of one batch of ``split`` (``train``, ``val``, ``test``), with its metrics updated and logged."""
+        raise NotImplementedError
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._step(batch, "test")
+
     def configure_optimizers(self):
         optimizer = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
         if self.scheduler_factory is None:

@@ -134,15 +134,6 @@ class ClassificationTask(ClassMetricsMixin, TumorTask):
         self._update_class_metrics(split, logits, batch["label"])
         return loss
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._step(batch, "val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._step(batch, "test")
-
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         return {
             "class_prob": self(batch["image"]).softmax(dim=1),

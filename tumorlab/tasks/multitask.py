@@ -107,15 +107,6 @@ class MultiTaskTask(ClassMetricsMixin, SegMetricsMixin, TumorTask):
         self._update_seg_metrics(split, out.mask_logits, batch)
         return losses["loss"]
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._step(batch, "val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._step(batch, "test")
-
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         out = self(batch["image"])
         return {

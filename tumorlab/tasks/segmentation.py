@@ -102,15 +102,6 @@ class SegmentationTask(SegMetricsMixin, TumorTask):
         self._update_seg_metrics(split, mask_logits, batch)
         return loss
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._step(batch, "val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._step(batch, "test")
-
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         mask_prob = self(batch["image"]).sigmoid()
         tumour = mask_prob.flatten(1).amax(1)  # a slice's tumour probability: its most confident pixel
