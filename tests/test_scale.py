@@ -210,3 +210,20 @@ def test_precision_channels_last_and_compile_switches(tmp_path, lgg_phantom, mon
     assert "tumorlab.callbacks.ChannelsLast" in saved and "tumorlab.callbacks.RNGState" in saved
     assert "bf16-mixed" in saved
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_processes_of_one_launcher_job_share_a_run_folder(monkeypatch, tmp_path):
+    from tumorlab.runs import RUN_DIR_ENV, new_run_dir
+
+    monkeypatch.delenv(RUN_DIR_ENV, raising=False)
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "exp42")
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    folders = set()
+    for rank in range(3):
+        monkeypatch.setenv("RANK", str(rank))
+        folders.add(new_run_dir(tmp_path, "ddp", "fit"))
+    assert folders == {tmp_path.resolve() / "ddp" / "job-exp42_fit"}
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")  # torchrun without --rdzv-id: a new folder per command
+    monkeypatch.setenv("RANK", "0")
+    assert new_run_dir(tmp_path, "ddp", "fit").name.endswith("_fit")
+    assert not new_run_dir(tmp_path, "ddp", "fit").name.startswith("job-")

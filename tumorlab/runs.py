@@ -36,14 +36,30 @@ def _is_child_rank() -> bool:
     return any(int(os.environ.get(v, "0") or 0) > 0 for v in ("LOCAL_RANK", "RANK", "NODE_RANK"))
 
 
+def _launcher_job_id() -> str | None:
+    """The job id shared by all processes that torchrun (``--rdzv-id``) or SLURM started, if any."""
+    for var in ("SLURM_JOB_ID", "TORCHELASTIC_RUN_ID"):
+        value = os.environ.get(var, "")
+        processes = int(os.environ.get("WORLD_SIZE") or os.environ.get("SLURM_NTASKS") or 1)
+        if value and value != "none" and processes > 1:
+            return f"{value}_{os.environ.get('SLURM_STEP_ID', '0')}" if var == "SLURM_JOB_ID" else value
+    return None
+
+
 def new_run_dir(root: str | Path, name: str, command: str) -> Path:
     """The path of a new, unused run folder (not created yet).
 
-    DDP worker processes started by Lightning inherit the folder of rank zero through ``TUMORLAB_RUN_DIR``.
+    DDP worker processes started by Lightning inherit the folder of rank zero through ``TUMORLAB_RUN_DIR``;
+    processes started by torchrun (with ``--rdzv-id``) or SLURM name it after the job, so all ranks agree.
     """
     inherited = os.environ.get(RUN_DIR_ENV)
     if inherited and _is_child_rank():
         return Path(inherited)
+    job = _launcher_job_id()
+    if job:  # every process of a torchrun/SLURM job computes the same folder, with no clock involved
+        path = Path(root).resolve() / name / f"job-{job}_{command}"
+        os.environ[RUN_DIR_ENV] = str(path)
+        return path
     stamp = _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     base = Path(root).resolve() / name / f"{stamp}_{command}"
     path, k = base, 1
