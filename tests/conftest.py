@@ -48,3 +48,24 @@ def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.Completed
     return subprocess.run(
         [sys.executable, "-m", "tumorlab", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+# A few batches on the CPU, no logger: what in-process CLI tests append after the config under test.
+FAST_TRAINER = [
+    "--config",
+    str(REPO / "configs" / "trainer" / "fast.yaml"),
+    "--trainer.limit_train_batches",
+    "2",
+    "--trainer.limit_val_batches",
+    "1",
+    "--trainer.limit_test_batches",
+    "1",
+    "--trainer.logger",
+    "false",
+]
+
+
+def only_run_dir(root: Path, name: str) -> Path:
+    """The single run folder of experiment ``name`` under ``root`` (fails if there are several)."""
+    (run_dir,) = (root / name).iterdir()
+    return run_dir

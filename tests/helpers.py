@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from lightning.pytorch import LightningDataModule
+from lightning.pytorch import LightningDataModule, LightningModule
 from torch.utils.data import DataLoader, Dataset
 
 
@@ -45,6 +45,7 @@ class ShapesDataModule(LightningDataModule):
         self.num_classes = num_classes
         self.class_names = [f"class {chr(97 + k)}" for k in range(num_classes)]
         self.in_channels = 3
+        self.image_size = size
         self.size, self.n, self.batch_size, self.seed = size, n, batch_size, seed
         self.datasets: dict[str, _Shapes] = {}
 
@@ -68,3 +69,37 @@ class ShapesDataModule(LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()
+
+
+class TinyNet(torch.nn.Module):
+    """Pooling + a linear layer: the smallest network the data module can size."""
+
+    # `bias` keeps an argument that no link sets: Lightning's hyper-parameter dump needs one (lightning 2.6).
+    def __init__(self, in_channels: int = 3, num_classes: int = 2, bias: bool = True) -> None:
+        super().__init__()
+        self.num_classes, self.in_channels = num_classes, in_channels
+        self.layers = torch.nn.Sequential(
+            torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(in_channels, num_classes, bias=bias)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class PlainModule(LightningModule):
+    """A LightningModule that is not a tumorlab task: no ``monitor``, so no best checkpoint is kept."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = torch.nn.functional.cross_entropy(self.net(batch["image"]), batch["label"])
+        self.log("train/loss", loss)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self.log("val/loss", torch.nn.functional.cross_entropy(self.net(batch["image"]), batch["label"]))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)

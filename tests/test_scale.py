@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -68,6 +69,22 @@ def test_ddp_two_cpu_processes_match_one_process(tmp_path, lgg_phantom):
     one, two = (_test_metrics(d) for d in _runs(base, "test"))
     for key in METRICS:
         assert one[key] == pytest.approx(two[key], abs=1e-6), key
+
+    # Every process's RNG state is checkpointed (Lightning writes the file from rank zero only).
+    state = torch.load(fit_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    (rng,) = (v for k, v in state["callbacks"].items() if k.startswith("RNGState"))
+    assert len(rng["ranks"]) == 2
+
+    # predict under DDP: one row per test slice, in the order and with the values of a single process.
+    r3 = run_cli("predict", *common, "--ckpt_path", str(fit_dir), cwd=tmp_path)
+    assert r3.returncode == 0, r3.stderr[-3000:]
+    r4 = run_cli("predict", *common, *ddp, "--ckpt_path", str(fit_dir), cwd=tmp_path)
+    assert r4.returncode == 0, r4.stderr[-3000:]
+    single, multi = (list(csv.DictReader(open(d / "predictions.csv"))) for d in _runs(base, "predict"))
+    assert [r["image"] for r in single] == [r["image"] for r in multi]
+    assert len(single) == len(set(r["image"] for r in single)) > 1
+    for a, b in zip(single, multi, strict=True):
+        assert float(a["prob_1"]) == pytest.approx(float(b["prob_1"]), abs=1e-5)
 
 
 def _fit_cmd(lgg_phantom: Path, name: str, *extra: str) -> list[str]:

@@ -7,6 +7,7 @@ other two are thin switches so that a config line turns them on (``--run.channel
 from __future__ import annotations
 
 import random
+import sys
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-__all__ = ["RNGState", "ResumeCheckpoint", "ChannelsLast", "CompileModel"]
+__all__ = ["BestCheckpoint", "RNGState", "ResumeCheckpoint", "ChannelsLast", "CompileModel", "monitor_mode"]
 
 
 class RNGState(Callback):
@@ -31,24 +32,26 @@ class RNGState(Callback):
         self._pending: dict[str, Any] | None = None
 
     def state_dict(self) -> dict[str, Any]:
-        # Only tensors and plain Python values, so checkpoints still load with torch.load(weights_only=True).
-        name, keys, pos, has_gauss, gauss = np.random.get_state()
-        numpy_state = {
-            "name": name,
-            "keys": torch.from_numpy(keys.astype(np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "gauss": float(gauss),
-        }
-        version, internal, gauss_next = random.getstate()
-        python_state = {"version": version, "internal": list(internal), "gauss_next": gauss_next}
-        state = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": python_state}
-        if torch.cuda.is_available():
-            state["cuda"] = torch.cuda.get_rng_state_all()
-        return state
+        # Lightning writes the checkpoint from rank zero only: gather every rank's states, so that each rank
+        # gets its own generators back (not rank zero's) on resume. Called on every rank, so a collective is safe.
+        local = _local_rng_state()
+        world = _world_size()
+        if world == 1:
+            return {"ranks": [local]}
+        gathered: list[Any] = [None] * world
+        torch.distributed.all_gather_object(gathered, local)
+        return {"ranks": gathered}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._pending = state_dict
+        ranks = state_dict.get("ranks", [state_dict])  # checkpoints before per-rank states held one state
+        rank, world = _rank(), _world_size()
+        if len(ranks) != world:
+            print(
+                f"tumorlab: warning: the checkpoint holds RNG states of {len(ranks)} processes but this run has "
+                f"{world}; the resumed run will not repeat the uninterrupted one bit for bit",
+                file=sys.stderr,
+            )
+        self._pending = ranks[rank] if rank < len(ranks) else None
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._pending is None:
@@ -63,6 +66,35 @@ class RNGState(Callback):
             torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _world_size() -> int:
+    dist = torch.distributed
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _rank() -> int:
+    dist = torch.distributed
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _local_rng_state() -> dict[str, Any]:
+    """This process's torch, NumPy, Python (and CUDA) generator states, as tensors and plain values only, so
+    checkpoints still load with ``torch.load(weights_only=True)``."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    numpy_state = {
+        "name": name,
+        "keys": torch.from_numpy(keys.astype(np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "gauss": float(gauss),
+    }
+    version, internal, gauss_next = random.getstate()
+    python_state = {"version": version, "internal": list(internal), "gauss_next": gauss_next}
+    state = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": python_state}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
 class ResumeCheckpoint(ModelCheckpoint):
     """Write ``checkpoints/last.ckpt`` at the end of every epoch, to resume from after a crash.
 
@@ -73,6 +105,33 @@ class ResumeCheckpoint(ModelCheckpoint):
 
     def __init__(self) -> None:
         super().__init__(filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
+
+
+def monitor_mode(metric: str) -> str:
+    """``min`` for losses (a name containing ``loss``), ``max`` for every other metric tumorlab logs."""
+    return "min" if "loss" in metric.rsplit("/", 1)[-1] else "max"
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """Keep the best model by the task's monitored metric as ``checkpoints/epochNN.ckpt``.
+
+    The ``tumorlab`` command adds it, monitoring ``model.monitor``, whenever a config names no monitored
+    ``ModelCheckpoint`` of its own, so experiment configs need not repeat it.
+
+    Args:
+        monitor: the logged metric, e.g. ``val/auroc``.
+        mode: ``min`` or ``max``; ``None`` picks ``min`` for losses and ``max`` otherwise.
+        filename: checkpoint file name pattern (Lightning's ``ModelCheckpoint.filename``).
+    """
+
+    def __init__(self, monitor: str = "val/loss", mode: str | None = None, filename: str = "epoch{epoch:02d}") -> None:
+        super().__init__(
+            monitor=monitor,
+            mode=mode or monitor_mode(monitor),
+            filename=filename,
+            auto_insert_metric_name=False,
+            save_top_k=1,
+        )
 
 
 def _images_channels_last(batch: Any) -> None:

@@ -6,10 +6,10 @@ Short class names work because the tumorlab tasks and DataModules are imported h
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import warnings
-from pathlib import Path
 
 from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule, LightningModule
@@ -20,14 +20,20 @@ from lightning.pytorch.utilities import rank_zero_only
 import tumorlab.data  # noqa: F401  (registers the DataModules for short names)
 import tumorlab.models  # noqa: F401  (registers the architectures)
 import tumorlab.tasks  # noqa: F401  (registers the tasks)
-from tumorlab.callbacks import ResumeCheckpoint
+from tumorlab.callbacks import ResumeCheckpoint, monitor_mode
 from tumorlab.errors import ConfigError
+from tumorlab.links import LINKED_NET_ARGS, apply_normalization, check_explicit_links, fix_null_strings
+from tumorlab.reports import format_metrics, gather_rows, prediction_rows, write_predictions
 from tumorlab.runs import find_checkpoint, find_resume_checkpoint, new_run_dir, run_info, update_run_json
 
 __all__ = ["TumorlabCLI", "run_lightning_cli"]
 
-# `tumorlab` passes its (possibly rewritten) arguments explicitly; Lightning warns whenever sys.argv is also set.
-warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+# What every experiment shares, set once here instead of in each config file (a config may override any of it).
+TRAINER_DEFAULTS = {
+    "trainer.logger": {"class_path": "lightning.pytorch.loggers.WandbLogger", "init_args": {"project": "tumorlab"}},
+    "trainer.devices": 1,
+    "trainer.log_every_n_steps": 10,
+}
 
 
 class LoggedSaveConfigCallback(SaveConfigCallback):
@@ -87,9 +93,22 @@ class TumorlabCLI(LightningCLI):
             help="channels-last memory format for weights and images (faster convolutions)",
         )
         parser.add_argument("--run.compile", type=bool, default=False, help="torch.compile the network in place")
+        parser.add_argument("--run.tags", type=list[str], default=[], help="W&B tags of the run (e.g. the study)")
+        # The data module sets the network's size arguments: one number, set once (see tumorlab.links).
+        for name in LINKED_NET_ARGS:
+            parser.link_arguments(f"data.{name}", f"model.init_args.net.init_args.{name}", apply_on="instantiate")
+        parser.set_defaults(TRAINER_DEFAULTS)
+
+    def parse_arguments(self, parser, args) -> None:
+        super().parse_arguments(parser, args)
+        # What the user gave, without defaults: a hand-set value that a link would overwrite must be reported.
+        explicit = parser.parse_args(args, defaults=False)
+        command = explicit.get("subcommand")
+        self.explicit = explicit.get(command) if command else explicit
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand]
+        fix_null_strings(cfg)
         check_hardware(cfg.trainer)
         if self.subcommand == "fit" and cfg.get("ckpt_path"):
             cfg.ckpt_path = find_resume_checkpoint(cfg.ckpt_path, cfg.run.root, cfg.run.name)
@@ -101,6 +120,10 @@ class TumorlabCLI(LightningCLI):
             init_args = getattr(logger, "init_args", None)
             if init_args is not None and "save_dir" in init_args:
                 init_args.save_dir = str(self.run_dir)
+            if init_args is not None and str(logger.class_path).endswith("WandbLogger") and not init_args.get("name"):
+                init_args.name = cfg.run.name  # the W&B run is named like the run folder
+            if init_args is not None and str(logger.class_path).endswith("WandbLogger") and not init_args.get("tags"):
+                init_args.tags = list(cfg.run.tags) or None
 
     def _add_run_callbacks(self, cfg) -> None:
         """Add tumorlab's callbacks to the config itself, so that the saved config.yaml shows them."""
@@ -112,6 +135,15 @@ class TumorlabCLI(LightningCLI):
         if cfg.run.compile:
             wanted.append("tumorlab.callbacks.CompileModel")
         callbacks = list(cfg.trainer.callbacks or [])
+        monitor = cfg.model.get("init_args", Namespace()).get("monitor") if cfg.get("model") else None
+        if self.subcommand == "fit" and monitor and cfg.trainer.get("enable_checkpointing") is not False:
+            if not any(_is_monitored_checkpoint(cb) for cb in callbacks):
+                callbacks.append(
+                    Namespace(
+                        class_path="tumorlab.callbacks.BestCheckpoint",
+                        init_args=Namespace(monitor=monitor, mode=monitor_mode(monitor), filename="epoch{epoch:02d}"),
+                    )
+                )
         for class_path in wanted:
             if not _has_callback(callbacks, class_path):
                 callbacks.append(Namespace(class_path=class_path, init_args=Namespace()))
@@ -119,9 +151,13 @@ class TumorlabCLI(LightningCLI):
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
+        cfg = self.config[self.subcommand]
+        if self.datamodule is not None:
+            check_explicit_links(self.explicit, self.datamodule)
         check = getattr(self.model, "check_data", None)
         if callable(check) and self.datamodule is not None:
             check(self.datamodule)
+        normalization = apply_normalization(cfg, self.explicit, getattr(self.model, "net", None), self.datamodule)
         # Everything is valid: only now does the run folder come into being.
         self.run_dir.mkdir(parents=True, exist_ok=True)
         for callback in self.trainer.checkpoint_callbacks:
@@ -140,11 +176,21 @@ class TumorlabCLI(LightningCLI):
                 self.run_dir,
                 **run_info(self.subcommand, self.argv),
                 parameters=counts() if callable(counts) else None,
+                preprocessing=self._preprocessing(normalization),
             )
             resumed = self.config[self.subcommand].get("ckpt_path") if self.subcommand == "fit" else None
             if resumed:
                 update_run_json(self.run_dir, resumed_from=resumed)
             self._wandb_hint()
+
+    def _preprocessing(self, normalization: dict | None) -> dict:
+        """What the network is fed, for run.json: size, channels, normalisation and its source."""
+        dm = self.datamodule
+        return {
+            "image_size": getattr(dm, "image_size", None),
+            "channels": getattr(dm, "channels", None),
+            "normalization": normalization,
+        }
 
     @rank_zero_only
     def _wandb_hint(self) -> None:
@@ -163,7 +209,8 @@ class TumorlabCLI(LightningCLI):
     before_validate = before_test = before_predict = _resolve_ckpt
 
     def after_fit(self) -> None:
-        ckpt = self.trainer.checkpoint_callback
+        # The best model is the monitored checkpoint's; ResumeCheckpoint's last.ckpt is never called "best".
+        ckpt = next((cb for cb in self.trainer.checkpoint_callbacks if _is_monitored_checkpoint(cb)), None)
         best = getattr(ckpt, "best_model_path", "") or None
         if self.trainer.is_global_zero:
             score = getattr(ckpt, "best_model_score", None)
@@ -177,7 +224,8 @@ class TumorlabCLI(LightningCLI):
                     k[4:]: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")
                 },
             )
-            print(f"run folder: {self.run_dir}\nbest checkpoint: {best}")
+            note = best or "none (no monitored checkpoint: test_after_fit tests the final weights)"
+            print(f"run folder: {self.run_dir}\nbest checkpoint: {note}")
         if self.config[self.subcommand].run.test_after_fit:
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if best else None)
             self._report("test")
@@ -213,46 +261,27 @@ class TumorlabCLI(LightningCLI):
 
     def predict(self, **kwargs) -> None:
         batches = self.trainer.predict(**kwargs) or []
+        rows = gather_rows(prediction_rows(batches))  # under DDP every process holds a share of the rows
         if self.trainer.is_global_zero:
-            path = write_predictions(batches, self.run_dir)
+            path = write_predictions(rows, self.run_dir)
             update_run_json(self.run_dir, predictions=str(path))
-            print(f"predictions: {path}")
+            print(f"predictions: {path} ({len(rows)} rows)")
 
 
-_ORDER = ("dice", "iou", "acc", "f1", "auroc", "loss", "loss_seg", "loss_cls")
+def _is_monitored_checkpoint(callback) -> bool:
+    """A ``ModelCheckpoint`` (an instance or its config) that keeps a best model, not ``ResumeCheckpoint``."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
 
-
-def format_metrics(metrics: dict[str, float], title: str, run_dir: Path) -> str:
-    """A plain two-column table, the main metrics first."""
-    keys = [k for k in _ORDER if k in metrics] + sorted(k for k in metrics if k not in _ORDER)
-    width = max([len(k) for k in keys] + [6])
-    lines = [f"{title}:", *(f"  {k:<{width}}  {metrics[k]:.4f}" for k in keys), f"run folder: {run_dir}"]
-    return "\n".join(lines)
-
-
-def write_predictions(batches: list[dict], run_dir: Path) -> Path:
-    """Write one CSV row per slice: patient, image, class probabilities and predicted tumour area."""
-    import csv
-
-    path = Path(run_dir) / "predictions.csv"
-    with open(path, "w", newline="") as f:
-        writer = None
-        for batch in batches:
-            probs = batch["class_prob"]
-            for i in range(probs.shape[0]):
-                row = {
-                    "patient": batch["patient"][i],
-                    "image": batch["image_path"][i],
-                    "predicted_class": int(probs[i].argmax()),
-                }
-                row.update({f"prob_{c}": float(p) for c, p in enumerate(probs[i])})
-                if "mask_prob" in batch:
-                    row["tumour_pixels"] = int((batch["mask_prob"][i] > 0.5).sum())
-                if writer is None:
-                    writer = csv.DictWriter(f, fieldnames=list(row))
-                    writer.writeheader()
-                writer.writerow(row)
-    return path
+    if isinstance(callback, Namespace):
+        module, _, name = str(callback.get("class_path", "")).rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError, ValueError):
+            return False
+        monitor = (callback.get("init_args") or Namespace()).get("monitor")
+    else:
+        cls, monitor = type(callback), getattr(callback, "monitor", None)
+    return isinstance(cls, type) and issubclass(cls, ModelCheckpoint) and cls is not ResumeCheckpoint and bool(monitor)
 
 
 def check_hardware(trainer_cfg) -> None:
@@ -286,6 +315,8 @@ def _finish_wandb() -> None:
 
 def run_lightning_cli(args: list[str]) -> TumorlabCLI:
     """Run ``tumorlab fit|validate|test|predict`` with ``args`` (the subcommand first)."""
+    # `tumorlab` passes its (possibly rewritten) arguments explicitly; Lightning warns whenever sys.argv is also set.
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     try:
         return TumorlabCLI(args)
     finally:
