@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import cv2
@@ -11,8 +12,17 @@ import torch
 
 import tumorlab.data.cache as cache_module
 from tumorlab.data import FolderDataModule, LGGDataModule
-from tumorlab.data.transforms import DecodeSpec, brain_bbox, build_transforms, check_augment, prepare
-from tumorlab.errors import ConfigError
+from tumorlab.data.io import read_image
+from tumorlab.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    DecodeSpec,
+    brain_bbox,
+    build_transforms,
+    check_augment,
+    prepare,
+)
+from tumorlab.errors import ConfigError, DataError
 
 TINY = {"image_size": 32, "batch_size": 4, "num_workers": 0, "augment": {}}
 
@@ -117,7 +127,7 @@ def test_augmentation_moves_image_and_mask_together_and_only_in_training(lgg_pha
     image, mask = store.load(int(train.indices[k]))
     item = train[k]
     assert torch.equal(item["mask"][0], torch.from_numpy(mask[:, ::-1].copy()).float())
-    plain = build_transforms(False)(image=image[:, ::-1].copy())["image"]
+    plain = build_transforms(False, None, IMAGENET_MEAN, IMAGENET_STD)(image=image[:, ::-1].copy())["image"]
     assert torch.allclose(item["image"], plain)
     j = 0
     image, mask = store.load(int(val.indices[j]))
@@ -126,7 +136,7 @@ def test_augmentation_moves_image_and_mask_together_and_only_in_training(lgg_pha
     blob = np.zeros((64, 64, 3), np.uint8)
     cv2.circle(blob, (40, 24), 12, (200, 200, 200), -1)
     blob_mask = (blob[..., 0] > 100).astype(np.uint8)
-    aug = build_transforms(True, {"affine": 1.0, "rotate": 1.0, "elastic": 1.0}, channels=(0, 1, 2))
+    aug = build_transforms(True, {"affine": 1.0, "rotate": 1.0, "elastic": 1.0}, IMAGENET_MEAN, IMAGENET_STD)
     for _ in range(5):
         out = aug(image=blob, mask=blob_mask)
         moved = out["image"][0] > ((100 / 255 - 0.485) / 0.229)
@@ -165,3 +175,55 @@ def test_brain_crop_finds_the_head_and_crops_image_and_mask_alike():
     assert brain_bbox(np.zeros((50, 50, 3), np.uint8)) is None  # an empty slice is left as it is
     grey, _ = prepare(image, None, DecodeSpec(32, (1,), False))
     assert grey.shape == (32, 32, 1)
+
+
+def test_normalisation_comes_from_the_given_statistics(lgg_phantom):
+    dm = LGGDataModule(str(lgg_phantom), channels=[1], normalize={"mean": [0.5], "std": [0.5]}, **TINY)
+    assert dm.normalization == {"mean": [0.5], "std": [0.5], "source": "data.normalize"}
+    dm.setup()
+    batch = next(iter(dm.val_dataloader()))
+    ds = dm.datasets["val"]
+    prepared = np.stack([dm.store.load(int(i))[0] for i in ds.indices[: len(batch["image"])]])  # (B, S, S, 1)
+    by_hand = (prepared.astype(np.float64) / 255 - 0.5) / 0.5
+    assert np.allclose(batch["image"].numpy(), by_hand.transpose(0, 3, 1, 2), atol=1e-6)
+    # the stored array is the FLAIR channel (1) of the file, resized
+    first = prepare(read_image(ds.samples[0].image), None, DecodeSpec(32, (1,), False))[0]
+    assert np.array_equal(prepared[0], first)
+    # set_normalization after setup: the next setup rebuilds the datasets with the new statistics
+    dm.set_normalization([0.0], [1.0], source="the network")
+    dm.setup()
+    assert np.allclose(dm.datasets["val"][0]["image"].numpy(), prepared[0].transpose(2, 0, 1) / 255, atol=1e-6)
+    assert dm.normalization["source"] == "the network" and dm.hparams["normalize"] == {"mean": [0.0], "std": [1.0]}
+
+
+def test_default_normalisation_is_imagenet_of_the_fed_channels_and_bad_statistics_fail(lgg_phantom):
+    dm = LGGDataModule(str(lgg_phantom), channels=[2, 0], **TINY)
+    assert dm.normalization["mean"] == [IMAGENET_MEAN[2], IMAGENET_MEAN[0]]
+    assert dm.normalization["std"] == [IMAGENET_STD[2], IMAGENET_STD[0]]
+    with pytest.raises(ConfigError, match=re.escape("data.channels [2, 0] has 2, got 3 means and 3 stds (from timm)")):
+        dm.set_normalization(IMAGENET_MEAN, IMAGENET_STD, source="timm")
+    with pytest.raises(ConfigError, match="data.normalize: std must be positive"):
+        dm.set_normalization([0.1, 0.2], [0.5, 0.0])
+    with pytest.raises(ConfigError, match="data.normalize must be"):
+        LGGDataModule(str(lgg_phantom), normalize={"mean": [0.5, 0.5, 0.5]}, **TINY)
+    with pytest.raises(ConfigError, match="data.normalize needs one mean and one std per fed channel"):
+        LGGDataModule(str(lgg_phantom), channels=[1], normalize={"mean": [0.5] * 3, "std": [0.5] * 3}, **TINY)
+    assert dm.normalization["source"].startswith("ImageNet")  # the failed calls changed nothing
+
+
+@pytest.mark.parametrize("layout", ["folders", "lgg"])
+def test_a_truncated_file_stops_setup_even_without_a_cache(layout, lgg_phantom, folders_phantom, tmp_path):
+    root = shutil.copytree(lgg_phantom if layout == "lgg" else folders_phantom, tmp_path / layout)
+    pattern = "*_5.tif" if layout == "lgg" else "*.jpg"
+    victim = sorted(root.rglob(pattern))[1]
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) // 2])  # a download cut off half-way
+    module = LGGDataModule if layout == "lgg" else FolderDataModule
+    plain = {**TINY, "cache": "none", "duplicates": "exact"}  # nothing else asks for decoding
+    with pytest.raises(DataError, match=re.escape(f"{victim}: not a readable image")):
+        module(str(root), **plain).setup()
+    dm = module(str(root), on_bad_file="skip", **plain)
+    dm.setup()
+    assert [p for p, _ in dm.bad_files] == [str(victim)]
+    served = {str(s.image) for ds in dm.datasets.values() for s in ds.samples}
+    assert str(victim) not in served and len(served) == len(dm.samples) - 1

@@ -62,6 +62,7 @@ def test_classes_choose_and_order_and_binary(download):
     assert len(passed_over) == 18  # glioma and meningioma, Training and Testing
     binary = FolderDataModule(str(download), binary=True, **TINY)
     assert binary.class_names == ["no_tumour", "tumour"] and binary.num_classes == 2
+    assert vars(binary)["num_classes"] == 2 and vars(binary)["in_channels"] == 3  # plain attributes before setup
     assert all(s.label == int(s.image.parent.name != "no_tumor") for s in binary.samples)
     binary.setup()
     counts = binary.class_counts("train")

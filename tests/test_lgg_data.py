@@ -117,6 +117,13 @@ def test_tasks_decide_whether_batches_carry_masks(lgg_phantom):
     for task, has_mask in (("segmentation", True), ("classification", False), ("multitask", True)):
         dm = LGGDataModule(str(lgg_phantom), task=task, image_size=32, batch_size=4, num_workers=0)
         assert dm.num_classes == 2 and dm.class_names == ["no_tumour", "tumour"] and dm.in_channels == 3
+        # plain instance attributes right after __init__ (the CLI links them into the model)
+        assert {k: vars(dm)[k] for k in ("num_classes", "class_names", "in_channels", "image_size")} == {
+            "num_classes": 2,
+            "class_names": ["no_tumour", "tumour"],
+            "in_channels": 3,
+            "image_size": 32,
+        }
         dm.setup()
         batch = next(iter(dm.val_dataloader()))
         assert ("mask" in batch) == has_mask and batch["label"].dtype == torch.long

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tumorlab.data import check_disjoint, kfold_by_group, make_splits, split_by_group
+from tumorlab.data.splits import drop_test_duplicates, split_units
 from tumorlab.errors import ConfigError, DataError
 
 
@@ -97,3 +98,26 @@ def test_duplicate_groups_are_checked_besides_patients():
         check_disjoint(splits, dup, what="duplicate-image")
     with pytest.raises(DataError, match="duplicate-image leakage"):
         make_splits(groups, (0.5, 0.25, 0.25), seed=0, duplicate_groups=np.array(["x", "x", "x", "x"]))
+
+
+def test_patients_sharing_a_duplicate_image_become_one_unit():
+    patients = ["P2", "P2", "P1", "P3", "P4", "P4"]
+    dup = ["a", "b", "c", "b", "d", "e"]  # P2's second image is a copy of P3's
+    units = split_units(patients, dup)
+    assert units == ["P2", "P2", "P1", "P2", "P4", "P4"]
+    assert split_units(["B", "A", "C"], ["x", "x", "y"]) == ["A", "A", "C"]  # named by the smallest patient
+    splits = make_splits(np.repeat(split_units(patients, dup), 3), (0.34, 0.33, 0.33), seed=0)
+    check_disjoint(splits, np.repeat(patients, 3))
+    check_disjoint(splits, np.repeat(dup, 3), what="duplicate-image")
+
+
+def test_training_copies_of_fixed_test_images_are_dropped_and_reported():
+    dup = ["g0", "g1", "g0", "g2", "g1", "g3"]
+    fixed = np.array(["", "", "test", "", "", "test"])
+    keep = np.array([True, True, True, True, False, True])
+    kept, leaked = drop_test_duplicates(dup, fixed, keep)
+    assert leaked == [(0, 2)]  # sample 0 is a copy of test sample 2; sample 4 was never kept
+    assert kept.tolist() == [False, True, True, True, False, True]
+    assert keep.tolist() == [True, True, True, True, False, True]  # the input is not modified
+    same, none = drop_test_duplicates(dup, np.array([""] * 6), keep)
+    assert none == [] and same.tolist() == keep.tolist()

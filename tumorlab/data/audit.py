@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from tumorlab.data.base import TumorDataModule
-from tumorlab.data.duplicates import DEFAULT_NEAR_THRESHOLD, PHASH_SIZE, components, near_pairs, pairs_of_equal
+from tumorlab.data.duplicates import DEFAULT_NEAR_THRESHOLD, PHASH_SIZE, duplicate_groups
 from tumorlab.errors import DataError
 
 __all__ = ["detect_layout", "audit", "format_audit"]
@@ -55,7 +55,6 @@ def _datamodule(root: str, layout: str, test_root: str | None, near_threshold: i
         from tumorlab.data.folders import FolderDataModule
 
         dm = FolderDataModule(root, test_root=test_root, **common)
-    dm.audit_mode = True
     return dm
 
 
@@ -74,15 +73,12 @@ def audit(
     if test_root is not None and layout != "folders":
         raise DataError(f"--test-root applies to class-folder data; {root} is {layout} data")
     dm = _datamodule(root, layout, test_root, near_threshold, seed)
-    dm.inspect()
+    dm.inspect(perceptual_hashes=True)  # near-duplicates are reported whatever the data module groups by
     infos, samples, keep = dm.infos, dm.samples, dm.keep
     ok = np.flatnonzero(keep)
     sha = [x.sha256 if keep[i] else None for i, x in enumerate(infos)]
-    exact_pairs = pairs_of_equal(sha)
-    exact = components(len(samples), exact_pairs)
-    hashes = np.stack([np.frombuffer(bytes.fromhex(infos[i].phash), np.uint8) for i in ok]) if len(ok) else None
-    near_p = ok[near_pairs(hashes, near_threshold)] if hashes is not None else np.zeros((0, 2), int)
-    near = components(len(samples), np.concatenate([exact_pairs, near_p]))
+    exact = duplicate_groups(sha, keep, "exact")[0]
+    near = duplicate_groups(sha, keep, "near", [x.phash for x in infos], near_threshold)[0]
     exact_groups = _groups(exact, ok)
     near_groups = [g for g in _groups(near, ok) if len({sha[i] for i in g}) > 1]
 

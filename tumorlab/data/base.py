@@ -5,13 +5,16 @@ sees the batches an uninterrupted one would).
 A subclass lists its samples in ``__init__`` (``self.samples``, ``num_classes``, ``class_names``) so that a bad
 root fails before any run folder exists; ``setup()`` does the rest:
 
-1. one pass over every file (``cache.inspect_samples``): content hash, decode check, perceptual hash when
-   near-duplicates are asked for, prepared arrays into the decode cache;
+1. one pass over every file (``cache.inspect_samples``): content hash, decode check (in every cache mode, so
+   a corrupt file stops ``setup`` and never a loader worker mid-epoch), perceptual hash when near-duplicates
+   are asked for, prepared arrays into the decode cache (none kept with ``cache: none``);
 2. bad files raise (``on_bad_file: raise``) or are skipped, counted and reported (``skip``);
-3. duplicate groups (exact, or exact + near) are merged with patients into split units, so neither a patient
-   nor a duplicate group can straddle two splits; copies of test images in the training data are dropped
-   from training (``test_duplicates: drop``) or raise;
-4. the split (hold-out fractions or k-fold, stratified) is drawn and verified by ``check_disjoint``.
+3. duplicate groups (exact, or exact + near: ``duplicates.duplicate_groups``) are merged with patients into
+   split units (``splits.split_units``), so neither a patient nor a duplicate group can straddle two splits;
+   copies of test images in the training data are dropped from training (``test_duplicates: drop``,
+   ``splits.drop_test_duplicates``) or raise;
+4. the split (hold-out fractions or k-fold, stratified) is drawn and verified by ``check_disjoint``;
+5. the datasets normalise with ``normalization`` (the model's statistics, or ImageNet's by default).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import numpy as np
@@ -29,10 +33,16 @@ from torch.utils.data import DataLoader
 
 from tumorlab.data.cache import DecodeCache, Sample, SampleInfo, inspect_samples
 from tumorlab.data.dataset import SampleDataset, SampleStore
-from tumorlab.data.duplicates import DEFAULT_NEAR_THRESHOLD, components, group_ids, near_pairs, pairs_of_equal
+from tumorlab.data.duplicates import DEFAULT_NEAR_THRESHOLD, duplicate_groups
 from tumorlab.data.samplers import SeededSampler
-from tumorlab.data.splits import SPLITS, check_disjoint, make_splits
-from tumorlab.data.transforms import DecodeSpec, build_transforms, check_augment
+from tumorlab.data.splits import SPLITS, check_disjoint, drop_test_duplicates, make_splits, split_units
+from tumorlab.data.transforms import (
+    DecodeSpec,
+    build_transforms,
+    check_augment,
+    check_normalization,
+    imagenet_statistics,
+)
 from tumorlab.errors import ConfigError, DataError
 
 __all__ = ["TumorDataModule", "default_workers"]
@@ -83,6 +93,11 @@ class TumorDataModule(LightningDataModule):
             reported) or stop the run (``raise``).
         pin_memory: pin batches for fast transfer; ``None``: when CUDA is available.
         persistent_workers: keep workers between epochs; ``None``: whenever there are workers.
+        normalize: intensity statistics the images are normalised with, ``{mean: [...], std: [...]}`` with
+            one value per fed channel (``len == len(channels)``), in units of intensity / 255 (as
+            ``albumentations.Normalize``). ``None``: the ImageNet statistics of the chosen channels. The
+            ``tumorlab`` command fills it from the network's declared preprocessing before ``setup`` (and
+            saves it in config.yaml); ``set_normalization`` does the same from Python.
     """
 
     num_classes: int
@@ -110,6 +125,7 @@ class TumorDataModule(LightningDataModule):
         test_duplicates: Literal["drop", "raise"] = "drop",
         pin_memory: bool | None = None,
         persistent_workers: bool | None = None,
+        normalize: dict | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -151,7 +167,12 @@ class TumorDataModule(LightningDataModule):
         self._spec: tuple | None = None  # the settings the datasets were built with
         self._inspected: DecodeSpec | None = None
         self._cache: DecodeCache | None = None
-        self.audit_mode = False  # set by `tumorlab audit`: perceptual hashes and decoding for every file
+        self._hashed = False  # whether the last inspection computed perceptual hashes
+        self._normalization: dict | None = None  # set by `normalize` or set_normalization; None: ImageNet
+        if normalize is not None:
+            if not isinstance(normalize, Mapping) or set(normalize) != {"mean", "std"}:
+                raise ConfigError(f"data.normalize must be {{mean: [...], std: [...]}} or null, got {normalize!r}")
+            self.set_normalization(normalize["mean"], normalize["std"], source="data.normalize")
 
     # --- hooks for subclasses -------------------------------------------------------------------------
 
@@ -169,28 +190,39 @@ class TumorDataModule(LightningDataModule):
         """What the cache holds for the current settings; a changed spec rebuilds the cache in ``setup``."""
         return DecodeSpec(self.image_size, tuple(self.channels), bool(self.brain_crop))
 
-    def inspect(self) -> None:
+    def inspect(self, perceptual_hashes: bool = False) -> None:
         """The pass over every file (hash, decode check, cache fill) and duplicate grouping; ``setup`` runs it.
 
-        Sets ``infos`` (one ``SampleInfo`` per sample), ``bad_files``, ``labels`` and ``duplicate_ids``.
-        Runs again only when the decode spec changed.
+        Sets ``infos`` (one ``SampleInfo`` per sample), ``bad_files``, ``keep``, ``labels`` and
+        ``duplicate_ids``. Runs again only when the decode spec changed or hashes are asked for that the
+        last pass did not compute.
+
+        Args:
+            perceptual_hashes: compute every image's perceptual hash (``SampleInfo.phash``) even where
+                ``duplicates`` is not ``near`` (``tumorlab audit`` reports near-duplicates of any data).
         """
         spec = self.decode_spec()
-        if self._inspected == spec:
+        phash = perceptual_hashes or self.duplicates == "near"
+        if self._inspected == spec and (self._hashed or not phash):
             return
-        near = self.duplicates == "near" or self.audit_mode
         self._cache = None if self.cache == "none" else DecodeCache(self.samples, spec, self.cache, self.cache_dir)
-        infos = inspect_samples(self.samples, decode=self._cache is not None or near, phash=near, cache=self._cache)
+        # decode every file in every cache mode: a corrupt file must stop here, not in a loader worker
+        infos = inspect_samples(self.samples, decode=True, phash=phash, cache=self._cache)
         self.infos = infos
         self.keep = self._handle_bad_files(infos)
         self.labels = self.sample_labels(infos)
-        self.duplicate_ids = self._duplicate_ids(infos, self.keep)
-        self._inspected = spec
+        self.duplicate_labels, self.duplicate_ids = duplicate_groups(
+            [x.sha256 for x in infos], self.keep, self.duplicates, [x.phash for x in infos], self.near_threshold
+        )
+        self._inspected, self._hashed = spec, phash
 
     def setup(self, stage: str | None = None) -> None:
         """Inspect and cache every file, group duplicates, split, and build the train/val/test datasets."""
         spec = self.decode_spec()
-        state = (spec, self.split, self.num_folds, self.fold, self.seed, repr(self.augment))
+        norm = self.normalization
+        check_normalization(norm["mean"], norm["std"], self.channels, norm["source"])  # channels may have changed
+        stats = (tuple(norm["mean"]), tuple(norm["std"]))
+        state = (spec, self.split, self.num_folds, self.fold, self.seed, repr(self.augment), stats)
         if self.datasets and state == self._spec:
             return
         self.inspect()
@@ -199,7 +231,7 @@ class TumorDataModule(LightningDataModule):
         fixed = np.array([s.fixed_split or "" for s in self.samples])
         keep = self._drop_test_duplicates(dup, fixed, keep)
         idx = np.flatnonzero(keep)
-        units = self._split_units([patients[i] for i in idx], [dup[i] for i in idx])
+        units = split_units([patients[i] for i in idx], [dup[i] for i in idx])
         strata = self.strata(labels, keep)[idx]
         given = {name: np.flatnonzero(fixed[idx] == name) for name in SPLITS}
         if self.num_folds is None and sum(len(v) for v in given.values()) == len(idx) and all(map(len, given.values())):
@@ -223,14 +255,14 @@ class TumorDataModule(LightningDataModule):
             name: SampleDataset(
                 self.store,
                 self.split_indices[name],
-                build_transforms(name == "train", self.augment, self.channels),
+                build_transforms(name == "train", self.augment, norm["mean"], norm["std"]),
                 self.with_mask,
                 patients,
             )
             for name in SPLITS
         }
         self._spec = state
-        log.info("%s split: %s", type(self).__name__, self.describe_splits())
+        log.info("%s split: %s; normalisation: %s", type(self).__name__, self.describe_splits(), norm)
 
     def _handle_bad_files(self, infos: list[SampleInfo]) -> np.ndarray:
         bad = [(str(s.image), x.error) for s, x in zip(self.samples, infos, strict=True) if x.error]
@@ -242,27 +274,9 @@ class TumorDataModule(LightningDataModule):
             log.warning("skipped %d bad files (on_bad_file: skip); first: %s", len(bad), bad[0][1])
         return np.array([x.error is None for x in infos], dtype=bool)
 
-    def _duplicate_ids(self, infos: list[SampleInfo], keep: np.ndarray) -> list[str]:
-        """Duplicate-group id of every sample (``group-<smallest SHA-256 prefix>``); singletons get their own."""
-        n = len(infos)
-        sha = [x.sha256 if keep[i] and self.duplicates != "none" else None for i, x in enumerate(infos)]
-        pairs = [pairs_of_equal(sha)]
-        if self.duplicates == "near":
-            have = np.array([i for i in range(n) if keep[i] and infos[i].phash])
-            if len(have) > 1:
-                hashes = np.stack([np.frombuffer(bytes.fromhex(infos[i].phash), np.uint8) for i in have])
-                pairs.append(have[near_pairs(hashes, self.near_threshold)])
-        labels = components(n, np.concatenate(pairs))
-        names = [x.sha256[:16] if x.sha256 else f"unread{i}" for i, x in enumerate(infos)]
-        self.duplicate_labels = labels
-        return group_ids(labels, names)
-
     def _drop_test_duplicates(self, dup: list[str], fixed: np.ndarray, keep: np.ndarray) -> np.ndarray:
-        test = keep & (fixed == "test")
-        if not test.any():
-            return keep
-        test_groups = {dup[i]: i for i in np.flatnonzero(test)}
-        leaked = [(i, test_groups[dup[i]]) for i in np.flatnonzero(keep & ~test) if dup[i] in test_groups]
+        """Apply ``test_duplicates`` to the training copies of test images: raise, or drop and report them."""
+        kept, leaked = drop_test_duplicates(dup, fixed, keep)
         pairs = [(str(self.samples[i].image), str(self.samples[j].image)) for i, j in leaked]
         if leaked and self.test_duplicates == "raise":
             listing = "; ".join(f"{a} = {b}" for a, b in pairs[:5])
@@ -274,15 +288,28 @@ class TumorDataModule(LightningDataModule):
         self.dropped_test_duplicates = pairs
         if leaked:
             log.warning("dropped %d training images that duplicate test images (test_duplicates: drop)", len(pairs))
-        keep = keep.copy()
-        keep[[i for i, _ in leaked]] = False
-        return keep
+        return kept
 
-    @staticmethod
-    def _split_units(patients: list[str], dup: list[str]) -> list[str]:
-        """Merge patients that share a duplicate image into one split unit (named by its smallest patient)."""
-        labels = components(len(patients), np.concatenate([pairs_of_equal(patients), pairs_of_equal(dup)]))
-        return group_ids(labels, patients, prefix="")
+    # --- normalisation --------------------------------------------------------------------------------
+
+    @property
+    def normalization(self) -> dict:
+        """What the datasets normalise with: ``{mean: [...], std: [...], source: ...}``, one value per fed channel."""
+        if self._normalization is not None:
+            given = self._normalization
+            return {"mean": list(given["mean"]), "std": list(given["std"]), "source": given["source"]}
+        mean, std = imagenet_statistics(self.channels)
+        return {"mean": mean, "std": std, "source": "ImageNet statistics (data.normalize: null)"}
+
+    def set_normalization(self, mean: Sequence[float], std: Sequence[float], source: str = "") -> None:
+        """Normalise with ``mean`` and ``std`` (one value per fed channel, intensity / 255) from the next ``setup``.
+
+        Call it before ``setup``; datasets already built are rebuilt by the next ``setup``. ``source`` says
+        where the statistics come from (e.g. the network's preprocessing) for logs and ``normalization``.
+        """
+        mean, std = check_normalization(mean, std, self.channels, source)
+        self._normalization = {"mean": mean, "std": std, "source": source}
+        self.hparams["normalize"] = {"mean": list(mean), "std": list(std)}  # what a checkpoint records
 
     # --- what the tasks use ---------------------------------------------------------------------------
 

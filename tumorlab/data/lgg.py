@@ -128,14 +128,11 @@ class LGGDataModule(TumorDataModule):
         drop_edge_slices: leave out the first and last slice of each volume (``true`` or ``1``), or the
             first and last ``n`` slices (an integer), which are mostly empty skull caps.
         **kwargs: the shared options of ``TumorDataModule`` (split, num_folds, fold, seed, channels, augment,
-            brain_crop, cache, weighted_sampler, on_bad_file, duplicates, ...).
+            brain_crop, cache, weighted_sampler, on_bad_file, duplicates, normalize, ...).
 
     Splits are stratified by tumour burden: each patient's share of slices with tumour, binned into tertiles
     (halves below 30 patients, no bins below 8).
     """
-
-    num_classes = 2
-    class_names = ["no_tumour", "tumour"]
 
     def __init__(
         self,
@@ -153,6 +150,8 @@ class LGGDataModule(TumorDataModule):
         if drop < 0:
             raise ConfigError(f"data.drop_edge_slices must be >= 0, got {drop_edge_slices}")
         self.root, self.task, self.drop_edge_slices = root, task, drop
+        # plain instance attributes, set before any file is read: the CLI links them into the model
+        self.num_classes, self.class_names = 2, ["no_tumour", "tumour"]
         self.with_mask = task != "classification"
         # Scan now: a wrong root stops the run before anything is written.
         orphans: list[tuple[str, str]] | None = [] if self.on_bad_file == "skip" else None

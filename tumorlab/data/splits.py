@@ -3,7 +3,9 @@
 scikit-learn draws the splits: ``ShuffleSplit`` / ``StratifiedShuffleSplit`` over the unique groups for
 hold-out fractions (the same draw as ``GroupShuffleSplit``, optionally stratified by a per-group stratum),
 and ``StratifiedGroupKFold`` for k-fold cross-validation. ``check_disjoint`` verifies every result: a
-patient or duplicate group in two splits is an error, never a warning.
+patient or duplicate group in two splits is an error, never a warning. ``split_units`` merges patients and
+duplicate groups into the units that are drawn; ``drop_test_duplicates`` removes training copies of a given
+test set.
 """
 
 from __future__ import annotations
@@ -16,9 +18,19 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.model_selection import ShuffleSplit, StratifiedGroupKFold, StratifiedShuffleSplit
 
+from tumorlab.data.duplicates import components, group_ids, pairs_of_equal
 from tumorlab.errors import ConfigError, DataError
 
-__all__ = ["SPLITS", "split_by_group", "kfold_by_group", "make_splits", "check_disjoint", "check_fractions"]
+__all__ = [
+    "SPLITS",
+    "split_by_group",
+    "kfold_by_group",
+    "make_splits",
+    "check_disjoint",
+    "check_fractions",
+    "split_units",
+    "drop_test_duplicates",
+]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +43,45 @@ def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     if len(fractions) != 3 or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
         raise DataError(f"split fractions must be three positive numbers summing to 1, got {list(fractions)}")
     return fractions  # type: ignore[return-value]
+
+
+def split_units(patients: Sequence[str], duplicate_ids: Sequence[str]) -> list[str]:
+    """The split unit of each sample: patients linked by a shared duplicate group become one unit.
+
+    A unit is a connected component of "same patient" and "same duplicate group", named by its smallest
+    patient id, so neither a patient nor a duplicate group can straddle two splits.
+    """
+    patients = list(patients)
+    if len(patients) != len(duplicate_ids):
+        raise ValueError(f"{len(patients)} patients but {len(duplicate_ids)} duplicate ids")
+    pairs = np.concatenate([pairs_of_equal(patients), pairs_of_equal(list(duplicate_ids))])
+    return group_ids(components(len(patients), pairs), patients, prefix="")
+
+
+def drop_test_duplicates(
+    duplicate_ids: Sequence[str], fixed: np.ndarray, keep: np.ndarray
+) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Leave out of training every kept sample whose duplicate group has a member in the given test set.
+
+    Args:
+        duplicate_ids: the duplicate group of each sample.
+        fixed: the split the data fixes for each sample (``"test"`` for the given test set, ``""`` if none).
+        keep: ``True`` for the samples in use.
+
+    Returns:
+        ``(keep, leaked)``: ``keep`` without the training copies, and ``(training index, test index)`` for
+        each copy left out (the test index is the group's last test member).
+    """
+    keep = np.asarray(keep, dtype=bool)
+    test = keep & (np.asarray(fixed) == "test")
+    if not test.any():
+        return keep, []
+    test_groups = {duplicate_ids[i]: int(i) for i in np.flatnonzero(test)}
+    train = np.flatnonzero(keep & ~test)
+    leaked = [(int(i), test_groups[duplicate_ids[i]]) for i in train if duplicate_ids[i] in test_groups]
+    keep = keep.copy()
+    keep[[i for i, _ in leaked]] = False
+    return keep, leaked
 
 
 def _group_strata(groups: np.ndarray, strata: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

@@ -3,11 +3,13 @@
 - ``DecodeSpec`` + ``prepare``: what the decode cache stores, i.e. the decoded image cropped to the brain
   (optional), reduced to the chosen channels and resized, with its mask treated identically.
 - ``build_transforms``: albumentations pipelines from a YAML-friendly ``augment`` dict, applied jointly to
-  image and mask in training; validation, test and prediction only normalise.
+  image and mask in training; validation, test and prediction only normalise, with the statistics the
+  model expects (``check_normalization``; ``imagenet_statistics`` by default).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -28,9 +30,11 @@ __all__ = [
     "prepare",
     "build_transforms",
     "check_augment",
+    "check_normalization",
+    "imagenet_statistics",
 ]
 
-# smp and timm encoders expect ImageNet statistics, pretrained or not.
+# What `normalize: null` means: most smp and timm encoders declare ImageNet statistics.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -170,14 +174,41 @@ def _augmentations(augment: dict[str, dict[str, float]]) -> list:
     return steps
 
 
-def build_transforms(train: bool, augment: Mapping | None = None, channels: Sequence[int] = (0, 1, 2)) -> A.Compose:
-    """Augment (when ``train``), normalise with ImageNet statistics of ``channels``, convert to CHW tensors.
+def imagenet_statistics(channels: Sequence[int]) -> tuple[list[float], list[float]]:
+    """ImageNet ``(mean, std)`` of the fed ``channels`` (indices into RGB), in units of intensity / 255."""
+    return [IMAGENET_MEAN[c] for c in channels], [IMAGENET_STD[c] for c in channels]
 
-    The input is the prepared (already resized) image and, for segmentation data, its mask; every spatial
-    augmentation moves both together, and masks are interpolated with nearest neighbour so they stay 0/1.
+
+def check_normalization(
+    mean: Sequence[float], std: Sequence[float], channels: Sequence[int], source: str = ""
+) -> tuple[list[float], list[float]]:
+    """``mean`` and ``std`` as lists of floats, one per fed channel, std positive; else ``ConfigError``.
+
+    ``source`` (where the statistics come from) is named in the error.
+    """
+    origin = f" (from {source})" if source else ""
+    try:
+        mean, std = [float(m) for m in mean], [float(s) for s in std]
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"data.normalize: mean and std must be lists of numbers{origin}; {err}") from None
+    if len(mean) != len(channels) or len(std) != len(channels):
+        raise ConfigError(
+            f"data.normalize needs one mean and one std per fed channel: data.channels {list(channels)} has "
+            f"{len(channels)}, got {len(mean)} means and {len(std)} stds{origin}"
+        )
+    if not all(math.isfinite(v) for v in mean + std) or min(std) <= 0:
+        raise ConfigError(f"data.normalize: std must be positive and all values finite, got {mean}, {std}{origin}")
+    return mean, std
+
+
+def build_transforms(train: bool, augment: Mapping | None, mean: Sequence[float], std: Sequence[float]) -> A.Compose:
+    """Augment (when ``train``), normalise with ``mean``/``std`` (per fed channel), convert to CHW tensors.
+
+    ``mean`` and ``std`` are in units of intensity / 255: a channel's value ``x`` becomes
+    ``(x / 255 - mean) / std``. The input is the prepared (already resized) image and, for segmentation
+    data, its mask; every spatial augmentation moves both together, and masks are interpolated with
+    nearest neighbour so they stay 0/1.
     """
     steps = _augmentations(check_augment(augment)) if train else []
-    mean = tuple(IMAGENET_MEAN[c] for c in channels)
-    std = tuple(IMAGENET_STD[c] for c in channels)
-    steps += [A.Normalize(mean=mean, std=std), ToTensorV2()]
+    steps += [A.Normalize(mean=tuple(mean), std=tuple(std)), ToTensorV2()]
     return A.Compose(steps)
