@@ -41,6 +41,9 @@ def main(args: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if args is None else args)
     try:
         if argv and argv[0] in LIGHTNING_COMMANDS:
+            from tumorlab.quiet import quiet_known_noise
+
+            quiet_known_noise()
             configure_wandb_mode()
             from tumorlab.lightning_cli import run_lightning_cli
 
@@ -153,6 +156,9 @@ def _audit(ns: argparse.Namespace) -> int:
     import logging
 
     from tumorlab.data.audit import audit, format_audit
+    from tumorlab.quiet import quiet_known_noise
+
+    quiet_known_noise()
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     report = audit(ns.root, test_root=ns.test_root, near_threshold=ns.near_threshold, seed=ns.seed)

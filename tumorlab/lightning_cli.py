@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-import warnings
 
 from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule, LightningModule
@@ -315,8 +314,6 @@ def _finish_wandb() -> None:
 
 def run_lightning_cli(args: list[str]) -> TumorlabCLI:
     """Run ``tumorlab fit|validate|test|predict`` with ``args`` (the subcommand first)."""
-    # `tumorlab` passes its (possibly rewritten) arguments explicitly; Lightning warns whenever sys.argv is also set.
-    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     try:
         return TumorlabCLI(args)
     finally:

@@ -18,9 +18,6 @@ __all__ = ["IMAGE_SUFFIXES", "read_image", "read_mask", "decode_image", "image_m
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".jpg", ".jpeg", ".png", ".bmp")
 
-# OpenCV logs its own warnings for every unreadable file; tumorlab reports them itself as one DataError each.
-cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-
 
 def read_bytes(path: Path) -> bytes:
     """The bytes of ``path``; ``DataError`` for a missing or empty (0-byte) file."""

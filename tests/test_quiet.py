@@ -1,0 +1,28 @@
+"""tumorlab silences known noise only while it runs a command: importing it elsewhere changes nothing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+_PROBE = """
+import logging, warnings, cv2
+before = (list(warnings.filters), cv2.utils.logging.getLogLevel(),
+          list(logging.getLogger("lightning.pytorch.utilities.rank_zero").filters))
+import tumorlab.data, tumorlab.models, tumorlab.tasks, tumorlab.callbacks, tumorlab.links, tumorlab.reports
+after = (list(warnings.filters), cv2.utils.logging.getLogLevel(),
+         list(logging.getLogger("lightning.pytorch.utilities.rank_zero").filters))
+assert before == after, (set(map(str, after[0])) - set(map(str, before[0])), before[1:], after[1:])
+from tumorlab.quiet import quiet_known_noise
+quiet_known_noise()
+assert cv2.utils.logging.getLogLevel() == cv2.utils.logging.LOG_LEVEL_SILENT
+assert len(warnings.filters) > len(before[0])
+print("ok")
+"""
+
+
+def test_importing_tumorlab_leaves_warnings_and_logging_alone():
+    out = subprocess.run([sys.executable, "-c", _PROBE], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

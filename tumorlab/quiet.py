@@ -1,0 +1,47 @@
+"""Known, harmless noise that the ``tumorlab`` command silences while it runs a command.
+
+Called by ``tumorlab.cli.main`` only, never on import: importing ``tumorlab.models`` or ``tumorlab.data`` in
+another project leaves that project's warnings and logging as they were.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+__all__ = ["quiet_known_noise"]
+
+# (message regex, why it is noise for a tumorlab user)
+_WARNINGS = (
+    # `tumorlab` hands LightningCLI its (rewritten) arguments explicitly while sys.argv is also set
+    ("LightningCLI's args parameter is intended", None),
+    # tumorlab always passes DiceScore's `average`; torchmetrics warns about its future default regardless
+    ("DiceScore metric currently defaults", None),
+    # torch's pytree deprecation, raised inside Lightning's own code
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", None),
+    # checkpoints carry RNGState/ResumeCheckpoint/BestCheckpoint states that test and predict do not need
+    ("Be aware that when using `ckpt_path`, callbacks used to create the checkpoint", None),
+)
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, *starts: str) -> None:
+        super().__init__()
+        self.starts = starts
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith(self.starts)
+
+
+def quiet_known_noise() -> None:
+    """Silence the warnings and log lines above for the rest of this process (a tumorlab command)."""
+    for message, _ in _WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
+    # Lightning's advertisement for its cloud logger, printed by every Trainer
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropMessages("💡 Tip"))
+    try:
+        import cv2
+    except ImportError:  # pragma: no cover - opencv is a dependency
+        return
+    # OpenCV logs its own warning for every unreadable file; tumorlab reports each as one DataError instead
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
