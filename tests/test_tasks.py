@@ -14,6 +14,7 @@ from tumorlab.errors import ConfigError
 from tumorlab.models import ResNet3, UNetWithClassifier
 from tumorlab.synth import write_lgg
 from tumorlab.tasks import ClassificationTask, MultiTaskTask, SegmentationTask
+from tumorlab.tasks.losses import dice_bce_loss
 from tumorlab.tasks.metrics import VolumeDice
 
 
@@ -93,7 +94,7 @@ def test_fixed_theta_has_no_learned_weights_and_bad_values_are_refused():
 def test_segmentation_task_trains_the_mask_path_only():
     task = SegmentationTask(_unet())
     batch = _batch()
-    loss = task.seg_loss(task(batch["image"]), batch["mask"])
+    loss = dice_bce_loss(task(batch["image"]), batch["mask"])
     loss.backward()
     assert all(p.grad is None and not p.requires_grad for p in task.net.classification_parameters)
     assert all(p.grad is not None for p in task.net.segmentation_parameters)
@@ -174,9 +175,6 @@ def _fit_improves(task, dm, metric: str, epochs: int, tmp_path) -> tuple[float, 
         enable_model_summary=False,
         num_sanity_val_steps=0,
         default_root_dir=str(tmp_path),
-        # validate() before fit(): metric states reset under inference mode cannot be updated in fit's
-        # no_grad validation, so this test runs evaluation under no_grad throughout.
-        inference_mode=False,
     )
     before = trainer.validate(task, dm, verbose=False)[0][metric]
     trainer.fit(task, dm)

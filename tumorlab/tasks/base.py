@@ -1,5 +1,5 @@
 """What every tumorlab LightningModule shares: optimiser and scheduler from the config, timing, parameter
-counts, class weights and data checks."""
+counts, class weights, data checks and the best value of the monitored validation metric."""
 
 from __future__ import annotations
 
@@ -10,13 +10,15 @@ from typing import Literal
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torchmetrics import MaxMetric, MinMetric
 
 from tumorlab.errors import ConfigError
 
-__all__ = ["ClassWeights", "TumorTask"]
+__all__ = ["BEST_CHECKPOINT_KEY", "ClassWeights", "TumorTask"]
 
 ClassWeights = list[float] | Literal["auto"] | None
+BEST_CHECKPOINT_KEY = "tumorlab_monitor_best"
 
 
 class TumorTask(LightningModule):
@@ -26,7 +28,10 @@ class TumorTask(LightningModule):
         optimizer: a callable that takes the parameters, e.g. ``torch.optim.Adam`` with ``init_args``.
             Only parameters that require gradients are given to it (frozen layers stay untouched).
         scheduler: a callable that takes the optimiser, or ``None``. ``ReduceLROnPlateau`` watches ``monitor``.
-        monitor: the logged metric that a plateau scheduler watches.
+        monitor: the logged metric that a plateau scheduler watches. When it is a validation metric
+            (``val/...``), its best value so far is logged after every validation epoch as ``<monitor>_best``
+            (e.g. ``val/auroc_best``): the lowest for names with ``loss`` in them, else the highest. Sanity-check
+            batches never count; the best is saved in checkpoints, so a resumed fit continues it.
     """
 
     def __init__(
@@ -42,6 +47,10 @@ class TumorTask(LightningModule):
         self._epoch_start = 0.0
         self.train_time_s = 0.0
         self._class_weights_spec: ClassWeights = None
+        # The values it sees are already synchronised over DDP ranks (logged with sync_dist or computed by
+        # metric objects), so every rank holds the same best and compute() needs no collective call.
+        best = MinMetric if "loss" in monitor else MaxMetric
+        self.monitor_best = best(sync_on_compute=False)
 
     @property
     def num_classes(self) -> int:
@@ -128,8 +137,44 @@ class TumorTask(LightningModule):
         for logger in self.loggers:
             logger.log_hyperparams({"params/total": counts["total"], "params/trainable": counts["trainable"]})
 
+    # -- best value of the monitored validation metric ------------------------------------------------------
+    def on_validation_epoch_end(self) -> None:
+        """Log ``<monitor>_best``: the best ``monitor`` over the validation epochs so far (sanity check excluded,
+        so that the untrained model's few sanity batches never count)."""
+        if self.trainer.sanity_checking or not self.monitor.startswith("val/"):
+            return
+        # This epoch's values: epoch-level results are reduced (and synchronised) before this hook runs.
+        value = self.trainer.callback_metrics.get(self.monitor)
+        if value is None:
+            rank_zero_warn(f"model.monitor {self.monitor!r} was not logged in validation; no {self.monitor}_best")
+            return
+        self.monitor_best.update(torch.as_tensor(value, device=self.monitor_best.device))
+        self.log(f"{self.monitor}_best", self.monitor_best.compute(), sync_dist=False)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Metric states are not in the state dict; keep the best here so that a resumed fit continues it.
+        if self.monitor_best.update_called:
+            checkpoint[BEST_CHECKPOINT_KEY] = {"monitor": self.monitor, "value": float(self.monitor_best.compute())}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        best = checkpoint.get(BEST_CHECKPOINT_KEY)
+        if best is not None and best.get("monitor") == self.monitor:
+            self.monitor_best.reset()
+            self.monitor_best.update(torch.tensor(best["value"], device=self.monitor_best.device))
+
+    # -- metrics: reset at the start of each epoch (see tumorlab.tasks.mixins) ----------------------------------
+    def _reset_metrics(self, split: str) -> None:
+        """Reset the metrics of ``split``; each metric mixin adds its own and calls ``super()``."""
+
     def on_train_epoch_start(self) -> None:
+        self._reset_metrics("train")
         self._epoch_start = time.perf_counter()
+
+    def on_validation_epoch_start(self) -> None:
+        self._reset_metrics("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._reset_metrics("test")
 
     def on_train_epoch_end(self) -> None:
         elapsed = time.perf_counter() - self._epoch_start

@@ -2,83 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import re
-from pathlib import Path
-
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
 from tumorlab.errors import ConfigError
 from tumorlab.tasks.base import ClassWeights, TumorTask
-from tumorlab.tasks.metrics import classification_metrics, confusion_matrix, per_class_metrics
+from tumorlab.tasks.losses import cross_entropy_loss
+from tumorlab.tasks.mixins import CONFUSION_FILE, ClassMetricsMixin
 
-__all__ = ["ClassMetricsMixin", "ClassificationTask", "CONFUSION_FILE"]
-
-CONFUSION_FILE = "confusion_matrix.json"
-_SPLITS = ("train", "val", "test")
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^0-9A-Za-z_]+", "_", name).strip("_") or "class"
-
-
-class ClassMetricsMixin:
-    """Classification metrics of a task: per split ``<split>/acc|precision|recall|f1|f2|auroc`` (metric
-    objects), per class ``<split>/<metric>_<class>`` for val and test (computed and synchronised at epoch end),
-    and the test confusion matrix, written to ``confusion_matrix.json`` in the run folder."""
-
-    def _add_class_metrics(self, num_classes: int) -> None:
-        for split in _SPLITS:
-            setattr(self, f"{split}_cls_metrics", classification_metrics(num_classes).clone(prefix=f"{split}/"))
-        for split in ("val", "test"):
-            setattr(self, f"{split}_per_class", per_class_metrics(num_classes))
-            setattr(self, f"{split}_confusion", confusion_matrix(num_classes))
-
-    def _update_class_metrics(self, split: str, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        probs = logits.detach().float().softmax(dim=1)
-        metrics = getattr(self, f"{split}_cls_metrics")
-        metrics.update(probs[:, 1] if self.num_classes == 2 else probs, labels)
-        self.log_dict(metrics, batch_size=labels.shape[0], on_step=False, on_epoch=True, prog_bar=split == "val")
-        if split != "train":
-            getattr(self, f"{split}_per_class").update(probs, labels)
-            getattr(self, f"{split}_confusion").update(probs, labels)
-
-    def _log_class_epoch(self, split: str) -> None:
-        per_class, confusion = getattr(self, f"{split}_per_class"), getattr(self, f"{split}_confusion")
-        if not confusion.update_called:
-            return
-        names = self.class_names()
-        for metric, values in per_class.compute().items():  # compute() synchronises over DDP ranks
-            for name, value in zip(names, values, strict=True):
-                self.log(f"{split}/{metric}_{_slug(name)}", value, sync_dist=False)
-        matrix = confusion.compute()
-        # Reset outside inference mode: a later fit's validation (run under no_grad) updates these states in place.
-        with torch.inference_mode(False):
-            per_class.reset()
-            confusion.reset()
-        if split == "test":
-            # trainer.log_dir broadcasts under DDP: every rank must ask, only rank zero writes.
-            folder = Path(self.trainer.log_dir or self.trainer.default_root_dir)
-            if self.trainer.is_global_zero:
-                self.write_confusion_matrix(matrix, names, folder)
-
-    def write_confusion_matrix(self, matrix: torch.Tensor, names: list[str], folder: Path) -> Path:
-        """Write ``confusion_matrix.json`` (rows: true class, columns: predicted class) into ``folder``."""
-        path = folder / CONFUSION_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        record = {"class_names": names, "rows": "true class", "columns": "predicted class"}
-        record["matrix"] = matrix.long().tolist()
-        path.write_text(json.dumps(record, indent=2) + "\n")
-        return path
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_class_epoch("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_class_epoch("test")
+__all__ = ["CONFUSION_FILE", "ClassificationTask"]
 
 
 class ClassificationTask(ClassMetricsMixin, TumorTask):
@@ -123,8 +56,8 @@ class ClassificationTask(ClassMetricsMixin, TumorTask):
         return getattr(out, "class_logits", out)
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Weighted, label-smoothed cross-entropy."""
-        return F.cross_entropy(logits, labels, weight=self.class_weight, label_smoothing=self.label_smoothing)
+        """Weighted, label-smoothed cross-entropy (``losses.cross_entropy_loss``)."""
+        return cross_entropy_loss(logits, labels, self.class_weight, self.label_smoothing)
 
     def _step(self, batch: dict, split: str) -> torch.Tensor:
         logits = self(batch["image"])

@@ -5,6 +5,7 @@
 learned log-variances s_seg, s_cls: L = exp(−s_seg)·L_seg + exp(−s_cls)·L_cls + s_seg + s_cls. This is the
 form commonly used for both kinds of loss (s = log σ²; the ½ factors of the paper's regression terms are
 dropped, which rescales s but not where the balance settles); θ is then ignored.
+Both are pure functions in ``tumorlab.tasks.losses`` (``joint_loss``, ``uncertainty_loss``).
 """
 
 from __future__ import annotations
@@ -12,15 +13,14 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
 from tumorlab.errors import ConfigError
 from tumorlab.models.unet import UNetWithClassifier
 from tumorlab.tasks.base import ClassWeights, TumorTask
-from tumorlab.tasks.classification import ClassMetricsMixin
-from tumorlab.tasks.segmentation import SegMetricsMixin, check_has_masks
+from tumorlab.tasks.losses import cross_entropy_loss, dice_bce_loss, joint_loss, uncertainty_loss
+from tumorlab.tasks.mixins import ClassMetricsMixin, SegMetricsMixin, check_has_masks
 
 __all__ = ["MultiTaskTask"]
 
@@ -80,20 +80,12 @@ class MultiTaskTask(ClassMetricsMixin, SegMetricsMixin, TumorTask):
 
     def losses(self, out, batch: dict) -> dict[str, torch.Tensor]:
         """The joint loss and its two parts (and, with ``uncertainty``, the two task weights)."""
-        loss_seg = self.seg_loss(out.mask_logits, batch["mask"])
-        loss_cls = F.cross_entropy(out.class_logits, batch["label"], weight=self.class_weight)
+        loss_seg = dice_bce_loss(out.mask_logits, batch["mask"])
+        loss_cls = cross_entropy_loss(out.class_logits, batch["label"], self.class_weight)
         if self.loss_balance == "uncertainty":
-            w_seg, w_cls = torch.exp(-self.log_var_seg), torch.exp(-self.log_var_cls)
-            loss = w_seg * loss_seg + w_cls * loss_cls + self.log_var_seg + self.log_var_cls
-            return {
-                "loss": loss,
-                "loss_seg": loss_seg,
-                "loss_cls": loss_cls,
-                "weight_seg": w_seg.detach(),
-                "weight_cls": w_cls.detach(),
-            }
-        loss = self.theta * loss_seg + (1.0 - self.theta) * loss_cls
-        return {"loss": loss, "loss_seg": loss_seg, "loss_cls": loss_cls}
+            loss, w_seg, w_cls = uncertainty_loss(loss_seg, loss_cls, self.log_var_seg, self.log_var_cls)
+            return {"loss": loss, "loss_seg": loss_seg, "loss_cls": loss_cls, "weight_seg": w_seg, "weight_cls": w_cls}
+        return {"loss": joint_loss(loss_seg, loss_cls, self.theta), "loss_seg": loss_seg, "loss_cls": loss_cls}
 
     def _step(self, batch: dict, split: str) -> torch.Tensor:
         out = self(batch["image"])

@@ -3,53 +3,14 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from segmentation_models_pytorch.losses import DiceLoss
 from torch import nn
 
-from tumorlab.errors import ConfigError
 from tumorlab.tasks.base import TumorTask
-from tumorlab.tasks.metrics import VolumeDice, segmentation_metrics
+from tumorlab.tasks.losses import dice_bce_loss
+from tumorlab.tasks.mixins import SegMetricsMixin, check_has_masks
 
-__all__ = ["SegMetricsMixin", "SegmentationTask", "check_has_masks"]
-
-_SPLITS = ("train", "val", "test")
-
-
-def check_has_masks(task_name: str, datamodule) -> None:
-    """Raise ``ConfigError`` if ``datamodule`` says it yields no masks (e.g. LGG with ``task: classification``)."""
-    data_task = getattr(datamodule, "task", None)
-    if isinstance(data_task, str) and data_task == "classification":
-        raise ConfigError(
-            f"{task_name} needs masks but {type(datamodule).__name__} has task 'classification'; "
-            "set data.init_args.task to 'segmentation' or 'multitask'"
-        )
-
-
-class SegMetricsMixin:
-    """Per split ``dice`` and ``iou`` (pooled over all pixels) and ``dice_volume`` (mean per-patient Dice)."""
-
-    def _add_seg_metrics(self) -> None:
-        self.dice_loss = DiceLoss(mode="binary", from_logits=True)
-        for split in _SPLITS:
-            setattr(self, f"{split}_seg_metrics", segmentation_metrics().clone(prefix=f"{split}/"))
-            setattr(self, f"{split}_volume_dice", VolumeDice())
-
-    def seg_loss(self, mask_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Soft Dice loss + binary cross-entropy, equally weighted."""
-        return self.dice_loss(mask_logits, mask) + F.binary_cross_entropy_with_logits(mask_logits, mask)
-
-    def _update_seg_metrics(self, split: str, mask_logits: torch.Tensor, batch: dict) -> None:
-        n = mask_logits.shape[0]
-        pred, target = (mask_logits.detach() > 0).long(), batch["mask"].long()
-        metrics = getattr(self, f"{split}_seg_metrics")
-        metrics.update(pred, target)
-        self.log_dict(metrics, batch_size=n, on_step=False, on_epoch=True, prog_bar=split == "val")
-        if "patient" in batch:
-            volume = getattr(self, f"{split}_volume_dice")
-            volume.update(pred, target, batch["patient"])
-            self.log(f"{split}/dice_volume", volume, batch_size=n, on_step=False, on_epoch=True)
+__all__ = ["SegmentationTask"]
 
 
 class SegmentationTask(SegMetricsMixin, TumorTask):
@@ -96,7 +57,7 @@ class SegmentationTask(SegMetricsMixin, TumorTask):
 
     def _step(self, batch: dict, split: str) -> torch.Tensor:
         mask_logits = self(batch["image"])
-        loss = self.seg_loss(mask_logits, batch["mask"])
+        loss = dice_bce_loss(mask_logits, batch["mask"])
         n = mask_logits.shape[0]
         self.log(f"{split}/loss", loss, batch_size=n, sync_dist=True, on_step=split == "train", on_epoch=True)
         self._update_seg_metrics(split, mask_logits, batch)
