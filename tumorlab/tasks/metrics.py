@@ -41,9 +41,6 @@ __all__ = [
     "segmentation_metrics",
 ]
 
-# We always pass `average` explicitly; torchmetrics warns about its future default regardless.
-warnings.filterwarnings("ignore", message="DiceScore metric currently defaults")
-
 
 def classification_metrics(num_classes: int) -> MetricCollection:
     """Accuracy, precision, recall, F1, F2 (F-beta, β = 2) and AUROC.
@@ -98,9 +95,13 @@ def segmentation_metrics() -> MetricCollection:
 
     Inputs: binary predictions and targets ``(N, 1, H, W)`` as integers.
     """
+    with warnings.catch_warnings():
+        # `average` is given; torchmetrics warns about its future default regardless (here only, not globally)
+        warnings.filterwarnings("ignore", message="DiceScore metric currently defaults")
+        dice = DiceScore(num_classes=1, average="micro", aggregation_level="global", input_format="one-hot")
     return MetricCollection(
         {
-            "dice": DiceScore(num_classes=1, average="micro", aggregation_level="global", input_format="one-hot"),
+            "dice": dice,
             "iou": BinaryJaccardIndex(),
         }
     )
