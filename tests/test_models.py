@@ -100,6 +100,8 @@ def test_timm_freezing_modes():
 
     head_only = TimmClassifier("resnet18", num_classes=4, freeze_backbone=True)
     assert _count(head_only, trainable=True) == 512 * 4 + 4
+    head_only.reset_classifier(6)
+    assert _count(head_only, trainable=True) == 512 * 6 + 6, "a new head is trainable, the backbone stays frozen"
 
     last10 = TimmClassifier("resnet18", num_classes=4, trainable_layers=10)
     layers = parameterised_layers(last10)

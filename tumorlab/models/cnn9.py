@@ -3,6 +3,8 @@
 Eight 3×3 convolutions in four blocks of two (BatchNorm + ReLU after each), 2×2 max-pooling and dropout after
 each block, global average pooling and one linear layer: nine weight layers in all. Widths double per block
 (``width``, 2·``width``, 4·``width``, 8·``width``). Global pooling makes it work at any input size ≥ 16 px.
+``forward_features`` is ``features`` (ending with the last block's pooling and dropout); ``cam_layer`` is the
+last block's ReLU, whose map has twice that resolution.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import torch
 from torch import nn
 
 from tumorlab.errors import ConfigError
+from tumorlab.models.face import TumorNet
 from tumorlab.models.init import InitName, init_weights
 
 __all__ = ["CNN9"]
@@ -20,7 +23,7 @@ def _conv_bn_relu(cin: int, cout: int) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
 
-class CNN9(nn.Module):
+class CNN9(TumorNet):
     """The 9-layer CNN (8 convolutions + 1 linear layer) for tumour / no-tumour and multi-class slices.
 
     Args:
@@ -58,6 +61,15 @@ class CNN9(nn.Module):
         self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin, num_classes))
         init_weights(self, init)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class logits ``(N, num_classes)`` of images ``(N, in_channels, H, W)``."""
-        return self.head(self.pool(self.features(x)))
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last block's map ``(N, 8·width, H/16, W/16)`` (after its pooling and dropout)."""
+        return self.features(x)
+
+    def pool_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Global average pooling ``(N, C, 1, 1)``; the head flattens it."""
+        return self.pool(features)
+
+    @property
+    def cam_layer(self) -> nn.Module:
+        """The ReLU after the last convolution: the last block's map before its 2×2 pooling."""
+        return [m for m in self.features if isinstance(m, nn.ReLU)][-1]

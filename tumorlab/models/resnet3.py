@@ -12,6 +12,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock
 
 from tumorlab.errors import ConfigError
+from tumorlab.models.face import TumorNet
 from tumorlab.models.init import InitName, init_weights
 
 __all__ = ["ResNet3"]
@@ -24,7 +25,7 @@ def _block(cin: int, cout: int, stride: int) -> BasicBlock:
     return BasicBlock(cin, cout, stride=stride, downsample=shortcut)
 
 
-class ResNet3(nn.Module):
+class ResNet3(TumorNet):
     """Three residual blocks + global average pooling + linear layer.
 
     Args:
@@ -60,6 +61,15 @@ class ResNet3(nn.Module):
         self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(4 * width, num_classes))
         init_weights(self, init)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class logits ``(N, num_classes)`` of images ``(N, in_channels, H, W)``."""
-        return self.head(self.pool(self.blocks(self.stem(x))))
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last residual block's map ``(N, 4·width, H/8, W/8)``."""
+        return self.blocks(self.stem(x))
+
+    def pool_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Global average pooling ``(N, C, 1, 1)``; the head flattens it."""
+        return self.pool(features)
+
+    @property
+    def cam_layer(self) -> nn.Module:
+        """The last residual block."""
+        return self.blocks[-1]

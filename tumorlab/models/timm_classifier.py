@@ -13,18 +13,25 @@ pretrained values.
 
 Input sizes: ``inception_v3`` needs at least 75 px; ViTs expect the size they were built for (224 for
 ``vit_*_224``) unless ``img_size`` is given, which timm passes to the patch embedding.
+
+The face (``forward_features``, ``forward_head``, ``reset_classifier``) wraps timm's own; ``cam_layer`` is the
+module timm's ``feature_info`` names for the deepest features (the last stage of a CNN), or the last transformer
+block of a ViT, whose tokens ``cam_reshape`` turns into a patch map. ``preprocessing`` reads the mean and std of
+timm's ``pretrained_cfg``: with ``pretrained: false`` too, since the architecture's default config is the one its
+weights were trained with.
 """
 
 from __future__ import annotations
 
-import difflib
-from pathlib import Path
+from functools import partial
 
-import timm
 import torch
 from torch import nn
 
 from tumorlab.errors import ConfigError
+from tumorlab.models.face import CamReshape, TumorNet, nhwc_to_nchw, tokens_to_map
+from tumorlab.models.preprocessing import Preprocessing
+from tumorlab.models.timm_backbone import create_backbone
 
 __all__ = ["TimmClassifier", "parameterised_layers"]
 
@@ -37,7 +44,7 @@ def parameterised_layers(module: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in module.named_modules() if any(True for _ in m.parameters(recurse=False))]
 
 
-class TimmClassifier(nn.Module):
+class TimmClassifier(TumorNet):
     """A timm backbone (any model name timm knows) + dropout + linear head, with optional freezing.
 
     Args:
@@ -45,7 +52,9 @@ class TimmClassifier(nn.Module):
             ``inception_v3``, ``efficientnet_b0``, ``vit_base_patch16_224``; ``timm.list_models("vit*")`` lists them.
         pretrained: start from timm's pretrained weights (downloaded from the Hugging Face Hub on first use).
         weights_file: a local weights file (``.pth``/``.safetensors``) to load instead of downloading; it implies
-            ``pretrained``. Passed to timm as ``pretrained_cfg_overlay={"file": ...}``, so timm adapts it as usual.
+            ``pretrained``. Passed to timm as ``pretrained_cfg_overlay={"file": ...}``, so timm adapts it as usual;
+            it must hold every backbone weight of ``name`` and nothing else but a classifier (a mismatch is a
+            ``ConfigError`` listing the keys).
         num_classes: classes of the new head.
         in_channels: input channels (timm adapts the first convolution of pretrained weights).
         dropout: dropout before the head's linear layer (0.5 in the 4-class EfficientNet study).
@@ -75,7 +84,9 @@ class TimmClassifier(nn.Module):
         self.name = name
         self.num_classes = num_classes
         self.in_channels = in_channels
-        self.backbone = _create_backbone(name, pretrained, weights_file, in_channels, img_size)
+        self.weights_file = weights_file
+        self.backbone = create_backbone(name, pretrained, weights_file, in_channels, img_size)
+        self._cam_name, self._layout = _cam_target(self.backbone)
         # timm's pooled output width: num_features, or head_hidden_size where a pre-logits block widens it (VGG: 4096).
         width = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, num_classes))
@@ -118,41 +129,71 @@ class TimmClassifier(nn.Module):
                     "model.net.init_args.img_size to the data's image_size"
                 )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class logits ``(N, num_classes)``."""
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """timm's ``forward_features``: ``(N, C, h, w)`` for CNNs, tokens ``(N, T, D)`` for ViTs."""
         self._check_input(x)
-        return self.head(self.backbone(x))
+        return self.backbone.forward_features(x)
+
+    def pool_features(self, features: torch.Tensor) -> torch.Tensor:
+        """timm's pooled features ``(N, D)`` (``forward_head(pre_logits=True)``: average pool, class token ...)."""
+        return self.backbone.forward_head(features, pre_logits=True)
+
+    @property
+    def cam_layer(self) -> nn.Module:
+        """The module of timm's last ``feature_info`` entry (a CNN's last stage), a ViT's last block, or,
+        for a model without ``feature_info``, its last convolution."""
+        if self._cam_name is None:
+            raise ConfigError(f"{self.name} has no feature_info and no Conv2d: no layer to compute a Grad-CAM on")
+        return self.backbone.get_submodule(self._cam_name)
+
+    @property
+    def cam_reshape(self) -> CamReshape | None:
+        """ViT tokens -> ``(N, D, h, w)`` patch maps; channels-last maps (Swin) -> channels-first; else ``None``."""
+        if self._layout == "tokens":
+            grid = tuple(self.backbone.patch_embed.grid_size)
+            return partial(tokens_to_map, grid=grid, num_prefix_tokens=self.backbone.num_prefix_tokens)
+        return nhwc_to_nchw if self._layout == "nhwc" else None
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """Mean and std of timm's ``pretrained_cfg`` (ImageNet where it has no 3-channel statistics); the
+        input side for models fixed to one (ViTs), else ``None``."""
+        cfg = getattr(self.backbone, "pretrained_cfg", None) or {}
+        label = ".".join(p for p in (cfg.get("architecture") or self.name, cfg.get("tag")) if p)
+        source = f"timm pretrained_cfg of {label}"
+        if self.weights_file is not None:
+            source += f" (assumed for weights_file {self.weights_file})"
+        fallback = f"ImageNet statistics (timm pretrained_cfg of {label} has no 3-channel mean/std)"
+        return Preprocessing.from_stats(cfg.get("mean"), cfg.get("std"), source, fallback, self._fixed_side())
+
+    def _fixed_side(self) -> int | None:
+        embed = getattr(self.backbone, "patch_embed", None)
+        if embed is None or not getattr(embed, "strict_img_size", False):
+            return None
+        h, w = embed.img_size
+        return int(h) if h == w else None
 
 
-def _create_backbone(
-    name: str, pretrained: bool, weights_file: str | None, in_channels: int, img_size: int | None
-) -> nn.Module:
-    if not timm.is_model(name):
-        close = difflib.get_close_matches(name, timm.list_models(), n=5)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ConfigError(
-            f"unknown timm model {name!r}{hint}; list the names with "
-            "python -c \"import timm; print(timm.list_models('resnet*'))\""
-        )
-    kwargs: dict = {"num_classes": 0, "in_chans": in_channels}
-    if img_size is not None:
-        kwargs["img_size"] = img_size
-    if weights_file is not None:
-        if not Path(weights_file).is_file():
-            raise ConfigError(f"weights_file {weights_file} does not exist; give a .pth or .safetensors file")
-        kwargs["pretrained_cfg_overlay"] = {"file": str(weights_file)}
-        pretrained = True
+def _cam_target(backbone: nn.Module) -> tuple[str | None, str]:
+    """Name of the module a Grad-CAM hooks (``None``: none found) and the layout of its output: ``nchw``,
+    ``nhwc`` or ``tokens``."""
+    embed = getattr(backbone, "patch_embed", None)
+    blocks = getattr(backbone, "blocks", None)
+    if hasattr(backbone, "num_prefix_tokens") and hasattr(embed, "grid_size") and blocks is not None:
+        return f"blocks.{len(blocks) - 1}", "tokens"
+    layout = "nhwc" if str(getattr(backbone, "output_fmt", "NCHW")) == "NHWC" else "nchw"
+    info = getattr(backbone, "feature_info", None)
+    if info:
+        name = info[-1].get("module")
+        if name and _has_submodule(backbone, name):
+            return name, layout
+    convs = [n for n, m in backbone.named_modules() if isinstance(m, nn.Conv2d)]
+    return (convs[-1] if convs else None), "nchw"
+
+
+def _has_submodule(module: nn.Module, name: str) -> bool:
     try:
-        return timm.create_model(name, pretrained=pretrained, **kwargs)
-    except TypeError as err:
-        if img_size is not None and "img_size" in str(err):
-            raise ConfigError(f"{name} does not take img_size; leave model.net.init_args.img_size unset") from err
-        raise
-    except (OSError, RuntimeError) as err:
-        if not pretrained:
-            raise
-        raise ConfigError(
-            f"could not load pretrained weights for {name} ({type(err).__name__}: {str(err)[:200]}); without "
-            "network access download them elsewhere (e.g. huggingface_hub.hf_hub_download('timm/<name>...', "
-            "'model.safetensors')) and set model.net.init_args.weights_file to that file, or set pretrained: false"
-        ) from err
+        module.get_submodule(name)
+    except AttributeError:
+        return False
+    return True

@@ -3,10 +3,16 @@
 smp's ``Unet`` assembles encoder -> decoder -> segmentation head and, given ``aux_params``, a
 classification head (global pooling, dropout, linear) on the deepest encoder features. This wrapper
 exposes those choices as typed arguments and always returns the same ``SegClsOutput``.
+
+The face follows the classifiers': ``forward_features`` is the list of encoder feature maps, ``forward_head``
+runs decoder, segmentation head and classification head on them. ``cam_layer`` is ``bottleneck``, an identity
+tap on the deepest encoder map (the last encoder stage's output, which both heads read), so a Grad-CAM hooks
+the same tensor for any smp encoder. Inputs must have sides divisible by ``output_stride`` (2**encoder_depth).
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Literal, NamedTuple
 
 import segmentation_models_pytorch as smp
@@ -14,6 +20,8 @@ import torch
 from torch import nn
 
 from tumorlab.errors import ConfigError
+from tumorlab.models.face import TumorNet, replace_linear, run_head
+from tumorlab.models.preprocessing import Preprocessing
 
 __all__ = ["SegClsOutput", "UNetWithClassifier"]
 
@@ -25,7 +33,7 @@ class SegClsOutput(NamedTuple):
     class_logits: torch.Tensor
 
 
-class UNetWithClassifier(nn.Module):
+class UNetWithClassifier(TumorNet):
     """U-Net with any smp encoder and a classification head on the encoder bottleneck.
 
     Args:
@@ -38,6 +46,9 @@ class UNetWithClassifier(nn.Module):
         decoder_channels: channels of the decoder blocks, one per encoder stage, deepest first.
         head_dropout: dropout before the classification head's linear layer.
         pooling: global pooling of the classification head.
+
+    Attributes:
+        output_stride: the encoder's total downsampling; input height and width must be multiples of it.
     """
 
     def __init__(
@@ -77,6 +88,10 @@ class UNetWithClassifier(nn.Module):
             aux_params={"classes": num_classes, "dropout": head_dropout, "pooling": pooling},
         )
         _drop_unused_stages(self.net.encoder, encoder_depth)
+        self.output_stride: int = self.net.encoder.output_stride
+        self.bottleneck = nn.Identity()
+        # Computed now: smp reads the statistics from the config.json it fetched with the weights.
+        self._preprocessing = _smp_preprocessing(encoder_name, encoder_weights)
 
     @property
     def segmentation_parameters(self) -> list[nn.Parameter]:
@@ -88,9 +103,78 @@ class UNetWithClassifier(nn.Module):
         """Parameters of the classification head."""
         return list(self.net.classification_head.parameters())
 
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The encoder's feature maps, input first and the bottleneck ``(N, C, H/output_stride, W/...)`` last."""
+        # Skipped while tracing or compiling (ONNX export, torch.compile), as smp does: shapes are symbolic there.
+        if not (torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling()):
+            self._check_input(x)
+        return self.net.encoder(x)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        h, w = x.shape[-2:]
+        s = self.output_stride
+        if h % s or w % s:
+            raise ConfigError(
+                f"UNetWithClassifier downsamples by {s} (2**encoder_depth), so input sides must be multiples of "
+                f"{s}; got {h}×{w}: set the data's image_size to a multiple of {s} (e.g. {-(-max(h, w) // s) * s})"
+            )
+
+    def forward_head(  # type: ignore[override]
+        self, features: list[torch.Tensor], pre_logits: bool = False
+    ) -> SegClsOutput | torch.Tensor:
+        """``SegClsOutput`` of the encoder features; with ``pre_logits`` the classification head's pooled
+        bottleneck vector ``(N, C)``."""
+        deepest = self.bottleneck(features[-1])
+        if pre_logits:
+            return run_head(self.net.classification_head, deepest, pre_logits=True)
+        mask_logits = self.net.segmentation_head(_decode(self.net.decoder, [*features[:-1], deepest]))
+        return SegClsOutput(mask_logits, self.net.classification_head(deepest))
+
     def forward(self, x: torch.Tensor) -> SegClsOutput:
-        mask_logits, class_logits = self.net(x)
-        return SegClsOutput(mask_logits, class_logits)
+        """Tumour mask logits ``(N, 1, H, W)`` and class logits ``(N, num_classes)``."""
+        return self.forward_head(self.forward_features(x))
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classification head's linear layer by a new one with ``num_classes`` outputs."""
+        replace_linear(self.net.classification_head, num_classes, type(self).__name__)
+        self.num_classes = num_classes
+
+    @property
+    def cam_layer(self) -> nn.Module:
+        """``bottleneck``: the identity tap on the last encoder stage's output, which the heads read."""
+        return self.bottleneck
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """smp's statistics of ``encoder_weights``, or ImageNet's for an encoder trained from scratch."""
+        return self._preprocessing
+
+
+def _decode(decoder: nn.Module, features: list[torch.Tensor]) -> torch.Tensor:
+    """Run smp's decoder: it takes the feature list (smp >= 0.5) or the features as arguments (older)."""
+    params = inspect.signature(decoder.forward).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+        return decoder(*features)
+    return decoder(features)
+
+
+def _smp_preprocessing(encoder_name: str, encoder_weights: str | None) -> Preprocessing:
+    if encoder_weights is None:
+        return Preprocessing.imagenet()
+    try:
+        params = smp.encoders.get_preprocessing_params(encoder_name, pretrained=encoder_weights)
+    except (OSError, ValueError, KeyError) as err:
+        raise ConfigError(
+            f"smp has no preprocessing settings for encoder {encoder_name!r} with encoder_weights "
+            f"{encoder_weights!r} ({type(err).__name__}: {str(err)[:200]})"
+        ) from err
+    source = f"smp {encoder_weights} weights of {encoder_name}"
+    space, scale = params.get("input_space", "RGB"), list(params.get("input_range", [0, 1]))
+    if space != "RGB" or scale != [0, 1]:
+        # Preprocessing has no field for these; the source text at least says so.
+        source += f" (the encoder expects {space} input in the range {scale})"
+    fallback = f"ImageNet statistics (smp lists no 3-channel mean/std for {encoder_name} {encoder_weights})"
+    return Preprocessing.from_stats(params.get("mean"), params.get("std"), source, fallback)
 
 
 def _drop_unused_stages(encoder: nn.Module, depth: int) -> None:
