@@ -2,6 +2,7 @@
 #   make demo   create .venv (or use the active virtual environment), install tumorlab, generate synthetic
 #               MRI phantoms on first use, train + test the multi-task U-Net, print the test metrics
 #   make test   install the dev extras into the same environment and run the test suite
+#   make test-fast   the same without the tests marked slow
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -14,7 +15,7 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check
 DEMO_DATA ?= data/synth/lgg
 PYTEST_ARGS ?=
 
-.PHONY: install dev demo test lint clean
+.PHONY: install dev demo test test-fast lint clean
 
 install: $(BIN)/.tumorlab-installed
 dev: $(BIN)/.tumorlab-dev-installed
@@ -42,6 +43,12 @@ demo: $(BIN)/.tumorlab-installed $(DEMO_DATA)/kaggle_3m/data.csv
 # pytest exits 5 when it collected no test: that is a failure, not a pass.
 test: $(BIN)/.tumorlab-dev-installed
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+# The quick tier for many runs a day: everything but the tests marked slow (DDP, SIGKILL resume, every config),
+# on two worker processes (pytest-xdist).
+test-fast: $(BIN)/.tumorlab-dev-installed
+	@$(BIN)/python -m pytest -m "not slow" -n 2 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 lint: $(BIN)/.tumorlab-dev-installed

@@ -44,7 +44,7 @@ def folders_phantom(tmp_path_factory) -> Path:
 
 def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the ``tumorlab`` command in a subprocess, as a user types it, offline."""
-    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.run(
         [sys.executable, "-m", "tumorlab", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
@@ -69,3 +69,30 @@ def only_run_dir(root: Path, name: str) -> Path:
     """The single run folder of experiment ``name`` under ``root`` (fails if there are several)."""
     (run_dir,) = (root / name).iterdir()
     return run_dir
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """Run ``tumorlab`` in this process (``tumorlab.cli.main``), as ``run_cli`` does in a subprocess.
+
+    Returns an object with ``returncode``, ``stdout`` and ``stderr``; ``cwd`` changes directory for the call.
+    Use it wherever a separate process shows nothing more (exit codes of a killed process, DDP, imports).
+    """
+    from types import SimpleNamespace
+
+    from tumorlab.cli import main
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+
+    def call(*args: str, cwd: Path | None = None) -> SimpleNamespace:
+        if cwd is not None:
+            monkeypatch.chdir(cwd)
+        capsys.readouterr()
+        try:
+            code = main(list(args))
+        except SystemExit as exit_info:  # --help and --print_config exit from inside the parser
+            code = exit_info.code or 0
+        out, err = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+    return call

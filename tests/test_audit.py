@@ -10,12 +10,11 @@ from pathlib import Path
 
 import cv2
 
-from tests.conftest import run_cli
 from tumorlab.data.duplicates import DEFAULT_NEAR_THRESHOLD
 from tumorlab.synth import write_folders
 
 
-def test_audit_of_flawed_class_folders(tmp_path):
+def test_audit_of_flawed_class_folders(tmp_path, cli):
     write_folders(tmp_path / "set", train_per_class=4, test_per_class=2, size=48, seed=4)
     train, test = tmp_path / "set" / "Training", tmp_path / "set" / "Testing"
     glioma = sorted((train / "glioma_tumor").glob("*.jpg"))
@@ -25,7 +24,7 @@ def test_audit_of_flawed_class_folders(tmp_path):
     shutil.copy(next((test / "no_tumor").glob("*.jpg")), train / "no_tumor" / "leak.jpg")
     (train / "pituitary_tumor" / "broken.jpg").write_bytes(b"")
     (train / "pituitary_tumor" / "notes.txt").write_text("x")
-    r = run_cli("audit", str(tmp_path / "set"), "--json", cwd=tmp_path)
+    r = cli("audit", str(tmp_path / "set"), "--json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["layout"] == "folders"
@@ -52,7 +51,7 @@ def test_audit_of_flawed_class_folders(tmp_path):
     assert report["dropped_test_duplicates"] == 1 and report["splits"]["test"]["samples"] == 8
     assert report["modes"] == {"RGB 8-bit": 27} and report["sizes"] == {"48x48": 26, "52x52": 1}
 
-    table = run_cli("audit", str(tmp_path / "set"), "--near-threshold", "0", cwd=tmp_path)
+    table = cli("audit", str(tmp_path / "set"), "--near-threshold", "0", cwd=tmp_path)
     assert table.returncode == 0, table.stderr
     out = table.stdout
     assert "exact duplicates (SHA-256): 2 groups, 4 files, 2 redundant copies" in out
@@ -60,26 +59,26 @@ def test_audit_of_flawed_class_folders(tmp_path):
     assert "duplicates shared by training and test data: 1 exact groups" in out
 
 
-def test_audit_of_an_lgg_tree_and_a_test_root(lgg_phantom, folders_phantom, tmp_path):
-    r = run_cli("audit", str(lgg_phantom), "--json", cwd=tmp_path)
+def test_audit_of_an_lgg_tree_and_a_test_root(lgg_phantom, folders_phantom, tmp_path, cli):
+    r = cli("audit", str(lgg_phantom), "--json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     masks = sorted(lgg_phantom.rglob("*_mask.tif"))
     assert report["layout"] == "lgg" and report["files"]["images"] == len(masks)
     assert len(report["patients"]) == 8
     assert sum(s["samples"] for s in report["splits"].values()) == len(masks)
-    r = run_cli(
+    r = cli(
         "audit", str(folders_phantom / "Training"), "--test-root", str(folders_phantom / "Testing"), cwd=tmp_path
     )
     assert r.returncode == 0, r.stderr
     assert "test root" in r.stdout and "duplicates shared by training and test data: 0 exact groups" in r.stdout
-    bad = run_cli("audit", str(tmp_path / "nowhere"), cwd=tmp_path)
+    bad = cli("audit", str(tmp_path / "nowhere"), cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.startswith("tumorlab: error:") and "nowhere" in bad.stderr
 
 
-def test_audit_of_the_real_four_class_folder(real_data, tmp_path):
+def test_audit_of_the_real_four_class_folder(real_data, tmp_path, cli):
     root = real_data / "brain-tumor-classification" / "Training"
-    r = run_cli("audit", str(root), "--json", cwd=tmp_path)
+    r = cli("audit", str(root), "--json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     by_hash = Counter(hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*.jpg"))

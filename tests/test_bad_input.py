@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO
 from tumorlab.data import FolderDataModule, LGGDataModule
 from tumorlab.data.io import read_image
 from tumorlab.errors import DataError
@@ -66,7 +66,7 @@ def test_bad_image_file_names_the_file_and_the_cause(folders, tmp_path, case):
         dm.setup()
 
 
-def test_skip_counts_reports_and_leaves_out_bad_files(folders, tmp_path, caplog):
+def test_skip_counts_reports_and_leaves_out_bad_files(folders, tmp_path, caplog, cli):
     root = shutil.copytree(folders, tmp_path / "root")
     victims = [sorted((root / c).glob("*.jpg"))[0] for c in ("glioma_tumor", "no_tumor", "pituitary_tumor")]
     for (make, _), victim in zip(list(BAD_FILES.values())[:3], victims, strict=True):
@@ -79,7 +79,7 @@ def test_skip_counts_reports_and_leaves_out_bad_files(folders, tmp_path, caplog)
     served = {str(s.image) for ds in dm.datasets.values() for s in ds.samples}
     assert len(served) == 16 - 3 and not served & {str(v) for v in victims}
     # the audit keeps them
-    r = run_cli("audit", str(root), "--json", cwd=tmp_path)
+    r = cli("audit", str(root), "--json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["files"]["unreadable"] == 3
@@ -144,11 +144,11 @@ def test_lgg_mask_of_another_size(lgg, tmp_path):
         LGGDataModule(str(root), **TINY).setup()
 
 
-def test_bad_slice_through_the_cli_is_one_line(lgg, tmp_path):
+def test_bad_slice_through_the_cli_is_one_line(lgg, tmp_path, cli):
     root = shutil.copytree(lgg, tmp_path / "lgg")
     victim = sorted(root.rglob("*_2.tif"))[0]
     _truncated(victim)
-    r = run_cli(
+    r = cli(
         "fit",
         "--config",
         str(REPO / "configs" / "demo.yaml"),

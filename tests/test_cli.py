@@ -106,8 +106,8 @@ def test_model_shorthand_expands_to_the_task():
     ]
 
 
-def test_print_config_composes_and_accepts_short_names(tmp_path, lgg_phantom):
-    r = run_cli(
+def test_print_config_composes_and_accepts_short_names(tmp_path, lgg_phantom, cli):
+    r = cli(
         "fit",
         "--model",
         "UNetWithClassifier",
@@ -127,18 +127,19 @@ def test_print_config_composes_and_accepts_short_names(tmp_path, lgg_phantom):
     assert cfg["model"]["init_args"]["theta"] == 0.25
     extra = tmp_path / "extra.yaml"
     extra.write_text("model:\n  init_args:\n    theta: 0.8\n")
-    r = run_cli("fit", "--config", DEMO, "--config", str(extra), "--print_config", cwd=tmp_path)
+    r = cli("fit", "--config", DEMO, "--config", str(extra), "--print_config", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert yaml.safe_load(r.stdout)["model"]["init_args"]["theta"] == 0.8
     assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize("make_root", ["missing", "empty"])
-def test_bad_root_is_one_clear_line_and_writes_nothing(tmp_path, make_root):
+def test_bad_root_is_one_clear_line_and_writes_nothing(tmp_path, make_root, cli):
     root = tmp_path / make_root
     if make_root == "empty":
         root.mkdir()
-    r = run_cli("fit", "--config", DEMO, "--data.root", str(root), cwd=tmp_path)
+    run = run_cli if make_root == "missing" else cli  # one as a user types it, one in-process
+    r = run("fit", "--config", DEMO, "--data.root", str(root), cwd=tmp_path)
     assert r.returncode == 2
     errors = [line for line in r.stderr.splitlines() if line.startswith("tumorlab: error:")]
     assert len(errors) == 1 and str(root) in errors[0] and "kaggle_3m" in errors[0]
@@ -162,9 +163,9 @@ def _test_slices(fit_dir: Path):
     return dm.datasets["test"].samples
 
 
-def test_fit_then_test_then_predict(tmp_path, lgg_phantom):
+def test_fit_then_test_then_predict(tmp_path, lgg_phantom, cli):
     root = str(lgg_phantom)
-    r = run_cli(
+    r = cli(
         "fit", "--config", DEMO, "--data.root", root, "--run.root", "out", "--run.name", "e2e", *TINY, cwd=tmp_path
     )
     assert r.returncode == 0, r.stderr[-3000:]
@@ -178,7 +179,7 @@ def test_fit_then_test_then_predict(tmp_path, lgg_phantom):
     assert list((fit_dir / "wandb").glob("offline-run-*")), "W&B logs offline into the run folder"
 
     # test: a run folder as --ckpt_path resolves to its best checkpoint; a new run folder holds the metrics
-    r = run_cli(
+    r = cli(
         "test",
         "--config",
         DEMO,
@@ -206,7 +207,7 @@ def test_fit_then_test_then_predict(tmp_path, lgg_phantom):
     assert list((test_dir / "wandb").glob("offline-run-*/files/media/images/test/figures_*.png")), "figure on W&B"
 
     # predict writes one row per test slice; accuracy and AUROC recomputed from it match `tumorlab test`
-    r = run_cli(
+    r = cli(
         "predict",
         "--config",
         DEMO,

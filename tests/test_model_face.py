@@ -70,7 +70,7 @@ CASES = {
     ),
     "vit": Case(
         # 32 px in 16 px patches: the class token, then 2×2 patch tokens
-        lambda: TimmClassifier("vit_tiny_patch16_224", img_size=SIDE, num_classes=3),
+        lambda: TimmClassifier("vit_tiny_patch16_224", image_size=SIDE, num_classes=3),
         channels=3, features=(2, 5, 192), cam_map=(2, 192, 2, 2), pre_logits=192,
         mean=VIT_HALF, image_size=SIDE, source="timm pretrained_cfg of vit_tiny_patch16_224",
     ),

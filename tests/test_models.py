@@ -159,15 +159,15 @@ def test_timm_head_fits_backbones_with_a_pre_logits_block():
 
 
 def test_timm_input_size_checks():
-    vit = TimmClassifier("vit_tiny_patch16_224", img_size=32, num_classes=2)
+    vit = TimmClassifier("vit_tiny_patch16_224", image_size=32, num_classes=2)
     assert vit(torch.randn(2, 3, 32, 32)).shape == (2, 2)
     with pytest.raises(ConfigError, match=r"built for \(32, 32\) input but got \(64, 64\)"):
         vit(torch.randn(1, 3, 64, 64))
     inception = TimmClassifier("inception_v3", num_classes=2)
     with pytest.raises(ConfigError, match="at least 75 px"):
         inception(torch.randn(1, 3, 64, 64))
-    with pytest.raises(ConfigError, match="does not take img_size"):
-        TimmClassifier("resnet18", img_size=32)
+    resnet = TimmClassifier("resnet18", image_size=32)  # takes any size: the data's size is not passed on
+    assert resnet(torch.randn(1, 3, 48, 48)).shape == (1, 2)
 
 
 def test_custom_models_reject_bad_values():

@@ -10,7 +10,8 @@ from tests.conftest import REPO
 _PROBE = """
 import logging, warnings, cv2
 # the libraries tumorlab builds on add filters of their own on import: load them first
-import torch, lightning.pytorch, timm, segmentation_models_pytorch, albumentations, scipy.ndimage, sklearn.model_selection
+import torch, lightning.pytorch, timm, segmentation_models_pytorch, albumentations
+import scipy.ndimage, sklearn.model_selection
 import torchmetrics, imagehash, tifffile
 before = (list(warnings.filters), cv2.utils.logging.getLogLevel(),
           list(logging.getLogger("lightning.pytorch.utilities.rank_zero").filters))

@@ -29,14 +29,26 @@ _SHOWN = 5  # key names quoted per kind of mismatch
 _TIMM_BUILDER_LOGGER = "timm.models._builder"  # the logger of timm's load_pretrained
 
 
+def fixes_input_size(name: str) -> bool:
+    """Whether timm builds ``name`` for one input size (ViTs, Swin: ``pretrained_cfg.fixed_input_size``)."""
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name)
+    return bool(getattr(cfg, "fixed_input_size", False))
+
+
 def create_backbone(
-    name: str, pretrained: bool, weights_file: str | None, in_channels: int, img_size: int | None
+    name: str, pretrained: bool, weights_file: str | None, in_channels: int, image_size: int | None
 ) -> nn.Module:
-    """``timm.create_model(name, num_classes=0, ...)`` with errors that say what to change in the config."""
+    """``timm.create_model(name, num_classes=0, ...)`` with errors that say what to change in the config.
+
+    ``image_size`` reaches timm as ``img_size`` only for models that fix their input size at construction;
+    every other model takes any size, and the argument is not passed on.
+    """
     _check_name(name)
     kwargs: dict = {"num_classes": 0, "in_chans": in_channels}
-    if img_size is not None:
-        kwargs["img_size"] = img_size
+    if image_size is not None and fixes_input_size(name):
+        kwargs["img_size"] = image_size
     if weights_file is not None:
         return _from_file(name, Path(weights_file), kwargs)
     try:
@@ -62,12 +74,7 @@ def _check_name(name: str) -> None:
 
 
 def _create(name: str, pretrained: bool, kwargs: dict) -> nn.Module:
-    try:
-        return timm.create_model(name, pretrained=pretrained, **kwargs)
-    except TypeError as err:
-        if "img_size" in kwargs and "img_size" in str(err):
-            raise ConfigError(f"{name} does not take img_size; leave model.net.init_args.img_size unset") from err
-        raise
+    return timm.create_model(name, pretrained=pretrained, **kwargs)
 
 
 def _from_file(name: str, path: Path, kwargs: dict) -> nn.Module:

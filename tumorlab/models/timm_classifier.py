@@ -12,7 +12,8 @@ Frozen BatchNorm layers stay in eval mode during training, so their running stat
 pretrained values.
 
 Input sizes: ``inception_v3`` needs at least 75 px; ViTs expect the size they were built for (224 for
-``vit_*_224``) unless ``img_size`` is given, which timm passes to the patch embedding.
+``vit_*_224``) unless ``image_size`` is given, which timm passes to the patch embedding as ``img_size``
+(the tumorlab command sets it to the data's ``image_size``; timm resizes pretrained position embeddings).
 
 The face (``forward_features``, ``forward_head``, ``reset_classifier``) wraps timm's own; ``cam_layer`` is the
 module timm's ``feature_info`` names for the deepest features (the last stage of a CNN), or the last transformer
@@ -61,7 +62,9 @@ class TimmClassifier(TumorNet):
         trainable_layers: train only the last N parameterised layers, head included (ReMIND: 10); ``None``
             trains everything unless ``freeze_backbone``.
         freeze_backbone: train the head only (the ResNet18 study).
-        img_size: input size for models that fix it at construction (ViTs); ``None`` keeps timm's default.
+        image_size: side of the square input images; the tumorlab command sets it from the data. Models that
+            fix their input size at construction (ViTs, Swin) are built for it; others take any size and ignore
+            it. ``None`` keeps timm's default.
     """
 
     def __init__(
@@ -74,7 +77,7 @@ class TimmClassifier(TumorNet):
         dropout: float = 0.0,
         trainable_layers: int | None = None,
         freeze_backbone: bool = False,
-        img_size: int | None = None,
+        image_size: int | None = None,
     ) -> None:
         super().__init__()
         if num_classes < 2:
@@ -85,7 +88,7 @@ class TimmClassifier(TumorNet):
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.weights_file = weights_file
-        self.backbone = create_backbone(name, pretrained, weights_file, in_channels, img_size)
+        self.backbone = create_backbone(name, pretrained, weights_file, in_channels, image_size)
         self._cam_name, self._layout = _cam_target(self.backbone)
         # timm's pooled output width: num_features, or head_hidden_size where a pre-logits block widens it (VGG: 4096).
         width = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
@@ -126,7 +129,7 @@ class TimmClassifier(TumorNet):
             if tuple(x.shape[-2:]) != expected:
                 raise ConfigError(
                     f"{self.name} was built for {expected} input but got {tuple(x.shape[-2:])}; set "
-                    "model.net.init_args.img_size to the data's image_size"
+                    "data.image_size to the size the network was built for"
                 )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
