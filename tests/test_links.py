@@ -85,3 +85,26 @@ def test_experiment_configs_leave_sizes_and_shared_defaults_to_the_cli():
         net_args = cfg["model"]["init_args"]["net"].get("init_args", {})
         assert not {"num_classes", "in_channels", "image_size", "img_size"} & set(net_args), path.name
         assert "logger" not in cfg.get("trainer", {}) and "callbacks" not in cfg.get("trainer", {}), path.name
+
+
+def test_normalisation_comes_from_the_network_and_is_saved(tmp_path, folders_phantom):
+    args = ["fit", "--config", str(EXPERIMENTS / "mri4_resnet18_nadam.yaml"), *FAST_TRAINER]
+    args += ["--data.root", str(folders_phantom), "--data.image_size", "32", "--data.channels", "[1]"]
+    args += ["--model.net.init_args.name", "vit_tiny_patch16_224", "--model.net.init_args.pretrained", "false"]
+    assert main([*args, "--run.root", str(tmp_path), "--run.name", "vit"]) == 0
+    run_dir = only_run_dir(tmp_path, "vit")
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["init_args"]["normalize"]
+    assert saved == {"mean": [0.5], "std": [0.5]}, "a ViT's weights expect 0.5/0.5, not ImageNet statistics"
+    applied = json.loads((run_dir / "run.json").read_text())["preprocessing"]
+    assert applied["normalization"]["source"].startswith("timm pretrained_cfg of vit_tiny_patch16_224")
+    assert applied["image_size"] == 32  # the ViT was built for the data's size
+
+
+def test_a_hand_set_normalisation_wins_with_a_note(tmp_path, lgg_phantom, capsys):
+    args = ["fit", "--config", str(EXPERIMENTS / "lgg_cnn9.yaml"), *FAST_TRAINER, "--data.root", str(lgg_phantom)]
+    args += ["--data.image_size", "32", "--data.normalize", "{mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25]}"]
+    assert main([*args, "--run.root", str(tmp_path), "--run.name", "norm"]) == 0
+    (note,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("tumorlab: note:")]
+    assert "data.normalize" in note and "replaces the network's own" in note and "ImageNet statistics" in note
+    applied = json.loads((only_run_dir(tmp_path, "norm") / "run.json").read_text())["preprocessing"]["normalization"]
+    assert applied == {"mean": [0.5] * 3, "std": [0.25] * 3, "source": "data.normalize"}
