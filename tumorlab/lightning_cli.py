@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from argparse import ArgumentError
+from pathlib import Path
 
 from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule, LightningModule
@@ -20,9 +22,11 @@ import tumorlab.data  # noqa: F401  (registers the DataModules for short names)
 import tumorlab.models  # noqa: F401  (registers the architectures)
 import tumorlab.tasks  # noqa: F401  (registers the tasks)
 from tumorlab.callbacks import ResumeCheckpoint, monitor_mode
+from tumorlab.cli_errors import one_line
 from tumorlab.errors import ConfigError
 from tumorlab.links import LINKED_NET_ARGS, apply_normalization, check_explicit_links, fix_null_strings
 from tumorlab.reports import format_metrics, gather_rows, prediction_rows, write_predictions
+from tumorlab.run_config import check_against_run, with_run_config
 from tumorlab.runs import find_checkpoint, find_resume_checkpoint, new_run_dir, run_info, update_run_json
 
 __all__ = ["TumorlabCLI", "run_lightning_cli"]
@@ -61,8 +65,9 @@ class TumorlabCLI(LightningCLI):
     ``--run.compile``. ``fit --ckpt_path last`` resumes the newest run of the same ``--run.name``.
     """
 
-    def __init__(self, args: list[str]) -> None:
-        self.argv = list(args)
+    def __init__(self, args: list[str], tested: Path | None = None, user_args: list[str] | None = None) -> None:
+        self.argv = list(user_args if user_args is not None else args)  # as typed, for run.json
+        self.tested = tested  # the run folder that validate/test/predict evaluates, when known
         super().__init__(
             model_class=LightningModule,
             datamodule_class=LightningDataModule,
@@ -71,6 +76,9 @@ class TumorlabCLI(LightningCLI):
             auto_configure_optimizers=False,
             save_config_callback=LoggedSaveConfigCallback,
             save_config_kwargs={"overwrite": False},
+            # errors are raised (and reported in one line by run_lightning_cli); --trainer.max_epoch is no
+            # abbreviation of --trainer.max_epochs
+            parser_kwargs={"exit_on_error": False, "allow_abbrev": False},
             args=args,
         )
 
@@ -99,7 +107,10 @@ class TumorlabCLI(LightningCLI):
         parser.set_defaults(TRAINER_DEFAULTS)
 
     def parse_arguments(self, parser, args) -> None:
-        super().parse_arguments(parser, args)
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as err:
+            raise ConfigError(one_line(str(err), _command_options(parser, args))) from None
         # What the user gave, without defaults: a hand-set value that a link would overwrite must be reported.
         explicit = parser.parse_args(args, defaults=False)
         command = explicit.get("subcommand")
@@ -111,6 +122,13 @@ class TumorlabCLI(LightningCLI):
         check_hardware(cfg.trainer)
         if self.subcommand == "fit" and cfg.get("ckpt_path"):
             cfg.ckpt_path = find_resume_checkpoint(cfg.ckpt_path, cfg.run.root, cfg.run.name)
+        elif cfg.get("ckpt_path") and cfg.ckpt_path not in ("best", "last", "hpc", "registry"):
+            cfg.ckpt_path = find_checkpoint(cfg.ckpt_path)  # a missing file stops here, before anything exists
+        if self.tested is not None:
+            check_against_run(cfg.as_dict(), self.tested, self.argv)
+            # the evaluation's folder lands beside the run it evaluates: <root>/<name>/<time>_test
+            if not any(a.split("=", 1)[0] in ("--run.root", "--run.name") for a in self.argv):
+                cfg.run.root, cfg.run.name = str(self.tested.parent.parent), self.tested.parent.name
         self._add_run_callbacks(cfg)
         self.run_dir = new_run_dir(cfg.run.root, cfg.run.name, self.subcommand)
         cfg.trainer.default_root_dir = str(self.run_dir)
@@ -180,6 +198,10 @@ class TumorlabCLI(LightningCLI):
             resumed = self.config[self.subcommand].get("ckpt_path") if self.subcommand == "fit" else None
             if resumed:
                 update_run_json(self.run_dir, resumed_from=resumed)
+            if self.subcommand != "fit" and cfg.get("ckpt_path"):
+                update_run_json(
+                    self.run_dir, tested=str(self.tested) if self.tested else None, checkpoint=cfg.ckpt_path
+                )
             self._wandb_hint()
 
     def _preprocessing(self, normalization: dict | None) -> dict:
@@ -199,13 +221,6 @@ class TumorlabCLI(LightningCLI):
         ):
             hint = f"wandb sync {self.run_dir}/wandb/offline-run-*"
             print(f"W&B is offline (no credentials found); upload later with: {hint}")
-
-    def _resolve_ckpt(self) -> None:
-        ckpt = self.config_init[self.subcommand].get("ckpt_path")
-        if ckpt and ckpt not in ("best", "last", "hpc", "registry"):
-            self.config_init[self.subcommand]["ckpt_path"] = find_checkpoint(ckpt)
-
-    before_validate = before_test = before_predict = _resolve_ckpt
 
     def after_fit(self) -> None:
         # The best model is the monitored checkpoint's; ResumeCheckpoint's last.ckpt is never called "best".
@@ -267,6 +282,15 @@ class TumorlabCLI(LightningCLI):
             print(f"predictions: {path} ({len(rows)} rows)")
 
 
+def _command_options(parser, args: list[str]) -> list[str]:
+    """The option strings of the subcommand that ``args`` starts with (for "did you mean")."""
+    for action in parser._actions:  # argparse keeps subcommand parsers in this private map only
+        sub = getattr(action, "_name_parser_map", {}).get(args[0] if args else None)
+        if sub is not None:
+            return list(sub._option_string_actions)
+    return []
+
+
 def _is_monitored_checkpoint(callback) -> bool:
     """A ``ModelCheckpoint`` (an instance or its config) that keeps a best model, not ``ResumeCheckpoint``."""
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -314,7 +338,9 @@ def _finish_wandb() -> None:
 
 def run_lightning_cli(args: list[str]) -> TumorlabCLI:
     """Run ``tumorlab fit|validate|test|predict`` with ``args`` (the subcommand first)."""
+    user_args = list(args)
+    args, tested = with_run_config(user_args)
     try:
-        return TumorlabCLI(args)
+        return TumorlabCLI(args, tested=tested, user_args=user_args)
     finally:
         _finish_wandb()

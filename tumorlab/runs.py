@@ -144,4 +144,8 @@ def find_checkpoint(path: str | Path) -> str:
                 f"--ckpt_path {path}: a folder without a recorded best checkpoint or checkpoints/last.ckpt"
             )
         return best
+    if not path.is_file():
+        from tumorlab.errors import ConfigError
+
+        raise ConfigError(f"--ckpt_path {path}: no such checkpoint file or run folder")
     return str(path)

@@ -1,0 +1,67 @@
+"""One line for a config error that jsonargparse reports as a page (usage plus a dump of union subtypes).
+
+``tumorlab: error: unknown key 'data.image_sise' (did you mean 'data.image_size'?)``. Written by hand because
+jsonargparse has no short format of its own; the full usage stays one ``--help`` away.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import re
+from collections.abc import Iterable
+
+__all__ = ["one_line"]
+
+
+def _class_parameters(class_path: str) -> list[str]:
+    """Constructor argument names of ``class_path`` and of every base class whose ``__init__`` it extends."""
+    module, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return []
+    names: list[str] = []
+    for klass in getattr(cls, "__mro__", (cls,)):
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        for param in inspect.signature(init).parameters.values():
+            if param.name != "self" and param.kind not in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                names.append(param.name)
+    return list(dict.fromkeys(names))
+
+
+def _suggest(wrong: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(wrong, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def one_line(message: str, options: Iterable[str] = ()) -> str:
+    """The user's error in one line, from a jsonargparse message; ``options`` are the command's ``--keys``."""
+    unknown = re.search(r"unrecognized arguments: --([\w.\-]+)", message)
+    if unknown:
+        key = unknown.group(1).split("=", 1)[0]
+        known = [o[2:] for o in options if o.startswith("--")]
+        return f"unknown key '{key}'{_suggest(key, known)}"
+    chain = re.findall(r'Parser key "([\w.]+)"', message)
+    classes = re.findall(r"class_path '([\w.]+)'", message)
+    nested = re.search(r"NestedArg\(key='([\w.]+)'", message)
+    option = re.search(r"(?:Option|Key) '([\w.]+)' is not (?:accepted|expected)", message)
+    if option and chain:
+        wrong = option.group(1)
+        key = f"{chain[0]}.{nested.group(1)}" if nested else ".init_args.".join([*chain, wrong])
+        hint = ""
+        if classes:
+            close = difflib.get_close_matches(wrong, _class_parameters(classes[-1]), n=1, cutoff=0.6)
+            if close:
+                hint = f" (did you mean '{key[: len(key) - len(wrong)]}{close[0]}'?)"
+        return f"unknown key '{key}'{hint}"
+    expected = re.search(r"Expected a (<class '(\w+)'>|[^\n.]+)\.? Got value: ([^\n]+)", message)
+    if expected and chain:
+        kind = expected.group(2) or expected.group(1)
+        key = f"{chain[0]}.{nested.group(1)}" if nested else ".".join(chain)
+        return f"invalid value for '{key}': expected {kind}, got {expected.group(3).strip()}"
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip() and not ln.strip().startswith("Given value")]
+    return lines[-1] if lines else message
