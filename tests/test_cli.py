@@ -227,9 +227,9 @@ def test_fit_then_test_then_predict(tmp_path, lgg_phantom, cli):
     with open(pred_dir / "predictions.csv") as f:
         rows = list(csv.DictReader(f))
     truth = np.array(
-        [int(read_mask(Path(row["image"]).with_name(Path(row["image"]).stem + "_mask.tif")).any()) for row in rows]
+        [int(read_mask(Path(row["file"]).with_name(Path(row["file"]).stem + "_mask.tif")).any()) for row in rows]
     )
-    prob = np.array([float(row["prob_1"]) for row in rows])
+    prob = np.array([float(row["prob_tumour"]) for row in rows])
     assert len(rows) == len(truth) > 0
     assert np.isclose((prob > 0.5).astype(int).__eq__(truth).mean(), metrics["acc"], atol=1e-6)
     if 0 < truth.sum() < len(truth):

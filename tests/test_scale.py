@@ -82,10 +82,10 @@ def test_ddp_two_cpu_processes_match_one_process(tmp_path, lgg_phantom):
     r4 = run_cli("predict", *common, *ddp, "--ckpt_path", str(fit_dir), cwd=tmp_path)
     assert r4.returncode == 0, r4.stderr[-3000:]
     single, multi = (list(csv.DictReader(open(d / "predictions.csv"))) for d in _runs(base, "predict"))
-    assert [r["image"] for r in single] == [r["image"] for r in multi]
-    assert len(single) == len(set(r["image"] for r in single)) > 1
+    assert [r["file"] for r in single] == [r["file"] for r in multi]
+    assert len(single) == len(set(r["file"] for r in single)) > 1
     for a, b in zip(single, multi, strict=True):
-        assert float(a["prob_1"]) == pytest.approx(float(b["prob_1"]), abs=1e-5)
+        assert float(a["prob_tumour"]) == pytest.approx(float(b["prob_tumour"]), abs=1e-5)
 
 
 def _fit_cmd(lgg_phantom: Path, name: str, *extra: str) -> list[str]:

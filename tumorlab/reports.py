@@ -22,21 +22,44 @@ def format_metrics(metrics: dict[str, float], title: str, run_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def prediction_rows(batches: list[dict]) -> list[dict]:
-    """One dict per slice of ``predict_step`` outputs: patient, image, class probabilities, tumour area."""
+def prediction_rows(batches: list[dict], class_names: list[str] | None = None) -> list[dict]:
+    """One row per slice of the ``predict_step`` outputs ``batches``, its columns in this order:
+
+    ``file`` (the image path), ``patient``, ``split`` (``train``, ``val`` or ``test``), ``true_class`` (the
+    class name of the label; empty where the label is unknown, i.e. missing or negative), ``predicted_class``
+    (the name of the most probable class), ``prob_<class name>`` per class, and for segmentation outputs
+    ``tumour_pixels`` (of the predicted mask) and ``dice`` (of the slice's predicted mask against its true
+    mask; 1.0 where both are empty, as ``tasks.metrics.VolumeDice``; absent without true masks).
+
+    Class names come from ``class_names``, else from the outputs' own ``class_names`` (the data module's,
+    which the tasks pass on), else are the class indices; names whose number differs from the number of
+    probabilities are not used. ``predicted_class`` is the first of the most probable classes.
+    """
+
+    def column(batch: dict, key: str, n: int, default) -> list:
+        values = batch.get(key)
+        values = [default] * n if values is None else values
+        return values.tolist() if hasattr(values, "tolist") else list(values)  # one device copy per batch
+
     rows = []
     for batch in batches:
-        probs = batch["class_prob"]
-        for i in range(probs.shape[0]):
+        probs = batch["class_prob"].detach().float().cpu()
+        n, width = probs.shape
+        names = [str(x) for x in (class_names or batch.get("class_names") or [])]
+        if len(names) != width:
+            names = [str(c) for c in range(width)]
+        labels, splits = column(batch, "label", n, -1), column(batch, "split", n, "")
+        extra = {key: column(batch, key, n, None) for key in ("tumour_pixels", "dice") if key in batch}
+        for i, (p, top) in enumerate(zip(probs.tolist(), probs.argmax(1).tolist(), strict=True)):
             row = {
+                "file": batch["image_path"][i],
                 "patient": batch["patient"][i],
-                "image": batch["image_path"][i],
-                "predicted_class": int(probs[i].argmax()),
+                "split": splits[i],
+                "true_class": names[labels[i]] if 0 <= labels[i] < width else "",
+                "predicted_class": names[top],
+                **{f"prob_{name}": value for name, value in zip(names, p, strict=True)},
             }
-            row.update({f"prob_{c}": float(p) for c, p in enumerate(probs[i])})
-            if "mask_prob" in batch:
-                row["tumour_pixels"] = int((batch["mask_prob"][i] > 0.5).sum())
-            rows.append(row)
+            rows.append(row | {key: values[i] for key, values in extra.items()})
     return rows
 
 
@@ -61,13 +84,18 @@ def gather_rows(rows: list[dict]) -> list[dict] | None:
 
 
 def write_predictions(rows: list[dict], run_dir: Path) -> Path:
-    """Write the rows to ``run_dir/predictions.csv`` (one row per slice)."""
+    """Write the rows of ``prediction_rows`` to ``run_dir/predictions.csv`` (one row per slice).
+
+    The columns keep the order of ``prediction_rows`` (those of the first row first, any others after);
+    a row without a column leaves it empty. No rows: an empty file.
+    """
     import csv
 
     path = Path(run_dir) / "predictions.csv"
+    columns = list(dict.fromkeys(key for row in rows for key in row))
     with open(path, "w", newline="") as f:
         if rows:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer = csv.DictWriter(f, fieldnames=columns, restval="")
             writer.writeheader()
             writer.writerows(rows)
     return path

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from tumorlab.data.cache import DecodeCache, Sample, SampleInfo, inspect_samples
 from tumorlab.data.dataset import SampleDataset, SampleStore
@@ -98,6 +98,9 @@ class TumorDataModule(LightningDataModule):
             ``albumentations.Normalize``). ``None``: the ImageNet statistics of the chosen channels. The
             ``tumorlab`` command fills it from the network's declared preprocessing before ``setup`` (and
             saves it in config.yaml); ``set_normalization`` does the same from Python.
+        predict_split: what ``tumorlab predict`` (``predict_dataloader``) covers: one split, or ``all`` for
+            train, val and test in turn. Every sample carries its own split's name (``split``); training
+            images are not augmented there.
     """
 
     num_classes: int
@@ -126,6 +129,7 @@ class TumorDataModule(LightningDataModule):
         pin_memory: bool | None = None,
         persistent_workers: bool | None = None,
         normalize: dict | None = None,
+        predict_split: Literal["train", "val", "test", "all"] = "test",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -145,6 +149,7 @@ class TumorDataModule(LightningDataModule):
             ("on_bad_file", on_bad_file, ("raise", "skip")),
             ("duplicates", duplicates, ("exact", "near", "none")),
             ("test_duplicates", test_duplicates, ("drop", "raise")),
+            ("predict_split", predict_split, (*SPLITS, "all")),
         ):
             if value not in allowed:
                 raise ConfigError(f"data.{key} must be one of {list(allowed)}, got {value!r}")
@@ -154,6 +159,7 @@ class TumorDataModule(LightningDataModule):
         self.augment, self.cache, self.cache_dir = augment, cache, cache_dir
         self.weighted_sampler, self.on_bad_file = weighted_sampler, on_bad_file
         self.duplicates, self.near_threshold, self.test_duplicates = duplicates, near_threshold, test_duplicates
+        self.predict_split = predict_split
         self.num_workers = default_workers() if num_workers is None else num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.persistent_workers = self.num_workers > 0 if persistent_workers is None else persistent_workers
@@ -258,6 +264,7 @@ class TumorDataModule(LightningDataModule):
                 build_transforms(name == "train", self.augment, norm["mean"], norm["std"]),
                 self.with_mask,
                 patients,
+                split=name,
             )
             for name in SPLITS
         }
@@ -350,7 +357,7 @@ class TumorDataModule(LightningDataModule):
 
     def _loader(self, name: str, train: bool) -> DataLoader:
         self._require_setup()
-        ds = self.datasets[name]
+        ds = self.predict_dataset() if name == "predict" else self.datasets[name]
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         sampler = None
@@ -386,5 +393,15 @@ class TumorDataModule(LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", train=False)
 
+    def predict_dataset(self) -> Dataset:
+        """The samples ``predict_dataloader`` serves: the ``predict_split``, or train, val and test in turn
+        (``all``), every one normalised only (training images too), each item tagged with its ``split``."""
+        self._require_setup()
+        names = SPLITS if self.predict_split == "all" else (self.predict_split,)
+        unaugmented = self.datasets["val"].transform  # built with train=False: normalisation only
+        parts = [self.datasets[n] if n != "train" else self.datasets[n].with_transform(unaugmented) for n in names]
+        return parts[0] if len(parts) == 1 else ConcatDataset(parts)
+
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", train=False)
+        """Batches of ``predict_dataset()`` in order, each sample on one process only under DDP."""
+        return self._loader("predict", train=False)

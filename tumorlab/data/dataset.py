@@ -35,17 +35,41 @@ class SampleStore:
 
 
 class SampleDataset(Dataset):
-    """One split: a dict per sample with ``image``, ``label``, ``patient``, ``image_path`` and, with masks, ``mask``.
+    """One split: a dict per sample with ``image``, ``label``, ``patient``, ``image_path``, ``split`` and, with
+    masks, ``mask``.
 
-    ``image`` is float ``(C, H, W)`` normalised, ``mask`` float ``(1, H, W)`` 0/1, ``label`` a long scalar.
+    ``image`` is float ``(C, H, W)`` normalised, ``mask`` float ``(1, H, W)`` 0/1, ``label`` a long scalar,
+    ``split`` the name of the split the sample belongs to (``train``, ``val``, ``test``; the prediction file
+    tags its rows with it).
+
+    Args:
+        store: every sample of the data module and where its arrays come from.
+        indices: the store slots of this split, in order.
+        transform: the albumentations pipeline (augmenting for training, normalising only otherwise).
+        with_mask: whether items carry ``mask``.
+        patients: per store slot, the patient id (or duplicate-group id where there are none).
+        split: the split's name, given to every item.
     """
 
-    def __init__(self, store: SampleStore, indices: Sequence[int], transform, with_mask: bool, patients: list[str]):
+    def __init__(
+        self,
+        store: SampleStore,
+        indices: Sequence[int],
+        transform,
+        with_mask: bool,
+        patients: list[str],
+        split: str = "",
+    ):
         self.store = store
         self.indices = np.asarray(indices, dtype=np.int64)
         self.transform = transform
         self.with_mask = with_mask
-        self.patients = patients  # per store slot: patient id, or duplicate-group id where there are none
+        self.patients = patients
+        self.split = split
+
+    def with_transform(self, transform) -> SampleDataset:
+        """The same samples and split name through another ``transform`` (training images without augmentation)."""
+        return SampleDataset(self.store, self.indices, transform, self.with_mask, self.patients, self.split)
 
     @property
     def samples(self) -> list[Sample]:
@@ -78,6 +102,7 @@ class SampleDataset(Dataset):
             "label": torch.tensor(int(self.store.labels[i]), dtype=torch.long),
             "patient": self.patients[i],
             "image_path": str(self.store.samples[i].image),
+            "split": self.split,
         }
         if self.with_mask:
             item["mask"] = torch.as_tensor(out["mask"]).float().unsqueeze(0)

@@ -68,8 +68,13 @@ class ClassificationTask(ClassMetricsMixin, TumorTask):
         return loss
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        """What ``reports.prediction_rows`` turns into rows: ``class_prob`` ``(N, C)``, the batch's ``label``,
+        ``patient``, ``image_path`` and ``split`` (``None`` where the batch lacks them) and ``class_names``."""
         return {
             "class_prob": self(batch["image"]).softmax(dim=1),
+            "label": batch.get("label"),
+            "class_names": self.class_names(),
             "patient": batch["patient"],
             "image_path": batch["image_path"],
+            "split": batch.get("split"),
         }

@@ -100,10 +100,23 @@ class MultiTaskTask(ClassMetricsMixin, SegMetricsMixin, TumorTask):
         return losses["loss"]
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        """Per slice, without the masks themselves: ``class_prob`` ``(N, C)`` of the classification head,
+        ``tumour_pixels`` of the predicted mask (logit > 0) and, where the batch has ``mask``, ``dice``: that
+        mask's Dice against the true mask, 1.0 where both are empty (as ``VolumeDice``); and the batch's
+        ``label``, ``patient``, ``image_path``, ``split`` and ``class_names``."""
         out = self(batch["image"])
-        return {
-            "mask_prob": out.mask_logits.sigmoid(),
+        pred = out.mask_logits.flatten(1) > 0
+        result = {
             "class_prob": out.class_logits.softmax(dim=1),
+            "tumour_pixels": pred.sum(1),
+            "label": batch.get("label"),
+            "class_names": self.class_names(),
             "patient": batch["patient"],
             "image_path": batch["image_path"],
+            "split": batch.get("split"),
         }
+        if "mask" in batch:
+            target = batch["mask"].flatten(1) > 0.5
+            overlap, total = (pred & target).sum(1), pred.sum(1) + target.sum(1)
+            result["dice"] = torch.where(total > 0, 2 * overlap / total.clamp_min(1), 1.0)
+        return result

@@ -64,11 +64,29 @@ class SegmentationTask(SegMetricsMixin, TumorTask):
         return loss
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
-        mask_prob = self(batch["image"]).sigmoid()
-        tumour = mask_prob.flatten(1).amax(1)  # a slice's tumour probability: its most confident pixel
-        return {
-            "mask_prob": mask_prob,
+        """Per slice, without the masks themselves (a whole data set of them would not fit in memory):
+
+        ``class_prob`` ``(N, 2)``: no tumour / tumour, the tumour probability being that of the slice's most
+        confident pixel; ``tumour_pixels``: pixels of the predicted mask (logit > 0, probability > 0.5, as
+        in the metrics); ``dice`` (where the batch has ``mask``): Dice of that mask against the true mask,
+        2·|P ∩ T| / (|P| + |T|), and 1.0 where both are empty (the convention of ``VolumeDice``); and the
+        batch's ``label``, ``patient``, ``image_path``, ``split`` and the data module's ``class_names``.
+        """
+        logits = self(batch["image"]).flatten(1)
+        pred = logits > 0
+        tumour = logits.amax(1).sigmoid()
+        out = {
             "class_prob": torch.stack([1 - tumour, tumour], dim=1),
+            "tumour_pixels": pred.sum(1),
+            "label": batch.get("label"),
+            "class_names": getattr(getattr(self._trainer, "datamodule", None), "class_names", None),
             "patient": batch["patient"],
             "image_path": batch["image_path"],
+            "split": batch.get("split"),
         }
+        if "mask" in batch:
+            # by hand: torchmetrics' samplewise dice_score gives NaN for an empty pair (and warns every call)
+            target = batch["mask"].flatten(1) > 0.5
+            overlap, total = (pred & target).sum(1), pred.sum(1) + target.sum(1)
+            out["dice"] = torch.where(total > 0, 2 * overlap / total.clamp_min(1), 1.0)
+        return out
