@@ -4,6 +4,19 @@ Counts per class, patient and split; byte-identical duplicates (SHA-256) and nea
 perceptual hash within a stated number of bits); duplicates shared between the training data and a test
 root; unreadable files; files passed over; image sizes and modes. The same DataModules that train read the
 data here (with ``on_bad_file: skip``), so the audit sees exactly what training would see.
+
+What each count counts (``--json`` keys in brackets):
+
+- per class [``classes``]: ``images``, the readable images of the class that were read (ROOT and, where
+  there is one, the given test set); ``test_root``, of those, the ones in the given test set (``Testing/``,
+  ``--test-root`` or a manifest's ``split=test`` rows; present only where there is one);
+- per split [``splits[split]["per_class"]``]: images of each class in the train / val / test split that
+  training draws with the same ``--seed`` and the default fractions. Training copies of test images are
+  dropped before the split [``dropped_per_class``], so per class ``train + val + test + dropped = images``;
+- [``warnings``]: a split without any image of a class; for data with patient ids (LGG, manifests) a split
+  of fewer than ``MIN_SPLIT_PATIENTS`` patients; a split that cannot be drawn at all;
+- [``masks``] (LGG, manifests with a ``mask`` column): readable slices, those whose mask is empty and their
+  share, and per patient ``{slices, tumour_slices}``.
 """
 
 from __future__ import annotations
@@ -18,7 +31,11 @@ from tumorlab.data.base import TumorDataModule
 from tumorlab.data.duplicates import DEFAULT_NEAR_THRESHOLD, PHASH_SIZE, duplicate_groups
 from tumorlab.errors import DataError
 
-__all__ = ["detect_layout", "audit", "format_audit"]
+__all__ = ["MIN_SPLIT_PATIENTS", "detect_layout", "audit", "format_audit"]
+
+# Fewer patients than this in a split and its metrics rest on one or two people: worth a warning.
+MIN_SPLIT_PATIENTS = 3
+_EXPECTED = "class folders (optionally under Training/ and Testing/), an LGG kaggle_3m tree or a CSV manifest"
 
 
 def detect_layout(root: str | Path) -> str:
@@ -65,10 +82,22 @@ def _groups(labels: np.ndarray, members: np.ndarray) -> list[list[int]]:
     return sorted((g for g in by_label.values() if len(g) > 1), key=lambda g: g[0])
 
 
+def _check_exists(path: str | None, what: str, expected: str) -> None:
+    """A missing root stops the audit with one line, worded as the data modules word it."""
+    if path is not None and not Path(path).exists():
+        raise DataError(f"{what} {path} does not exist; expected {expected}")
+
+
 def audit(
     root: str, test_root: str | None = None, near_threshold: int = DEFAULT_NEAR_THRESHOLD, seed: int = 42
 ) -> dict:
-    """Audit ``root`` (class folders, an LGG ``kaggle_3m`` tree or a CSV manifest); return a JSON-ready report."""
+    """Audit ``root`` (class folders, an LGG ``kaggle_3m`` tree or a CSV manifest); return a JSON-ready report.
+
+    Raises:
+        DataError: ``root`` or ``test_root`` does not exist, or the data module cannot read them.
+    """
+    _check_exists(root, "data root", _EXPECTED)
+    _check_exists(test_root, "test root", "class folders (optionally under Testing/)")
     layout = detect_layout(root)
     if test_root is not None and layout != "folders":
         raise DataError(f"--test-root applies to class-folder data; {root} is {layout} data")
@@ -86,13 +115,8 @@ def audit(
         return [str(samples[i].image) for i in group]
 
     def cross(groups: list[list[int]]) -> list[list[str]]:
-        return [names(g) for g in groups if len({samples[i].source for i in g}) > 1]
+        return [names(g) for g in groups if len({samples[i].fixed_split == "test" for i in g}) > 1]
 
-    sources = sorted({s.source or "all" for s in samples})
-    per_class = {
-        name: {src: sum(1 for i in ok if dm.labels[i] == c and (samples[i].source or "all") == src) for src in sources}
-        for c, name in enumerate(dm.class_names)
-    }
     report = {
         "root": str(root),
         "test_root": test_root,
@@ -103,8 +127,9 @@ def audit(
             "unreadable": len(dm.bad_files),
             "skipped": len(dm.skipped_files),
         },
-        "classes": per_class,
+        "classes": _class_counts(dm, ok),
         "patients": _patients(dm, ok) if layout != "folders" else None,
+        "masks": _mask_facts(dm, ok),
         "splits": None,
         "split_error": None,
         "exact_duplicates": {"hash": "SHA-256 of the file bytes", "groups": [names(g) for g in exact_groups]},
@@ -121,12 +146,76 @@ def audit(
     }
     try:
         dm.setup()
-        report["splits"] = dm.describe_splits()
+        report["splits"] = _splits(dm)
         report["split_settings"] = {"seed": seed, "fractions": list(dm.split)}
         report["dropped_test_duplicates"] = len(dm.dropped_test_duplicates)
+        report["dropped_per_class"] = _dropped_per_class(dm)
     except DataError as err:
         report["split_error"] = str(err)
+    report["warnings"] = _warnings(report, with_patients=layout != "folders")
     return report
+
+
+def _class_counts(dm: TumorDataModule, ok: np.ndarray) -> dict[str, dict[str, int]]:
+    """Readable images per class, and of those the ones in the given test set (where there is one)."""
+    labels = dm.labels[ok]
+    in_test = np.array([dm.samples[i].fixed_split == "test" for i in ok.tolist()], dtype=bool)
+    counts = {}
+    for c, name in enumerate(dm.class_names):
+        counts[name] = {"images": int((labels == c).sum())}
+        if in_test.any():
+            counts[name]["test_root"] = int(((labels == c) & in_test).sum())
+    return counts
+
+
+def _splits(dm: TumorDataModule) -> dict[str, dict]:
+    """``describe_splits`` plus ``per_class``: every class, zeros included, in class order."""
+    splits = dm.describe_splits()
+    for name, entry in splits.items():
+        entry["per_class"] = dict(zip(dm.class_names, map(int, dm.class_counts(name)), strict=True))
+    return splits
+
+
+def _dropped_per_class(dm: TumorDataModule) -> dict[str, int]:
+    by_path = {str(s.image): dm.class_names[dm.labels[i]] for i, s in enumerate(dm.samples)}
+    dropped = Counter(by_path[train] for train, _ in dm.dropped_test_duplicates)
+    return {name: dropped.get(name, 0) for name in dm.class_names}
+
+
+def _warnings(report: dict, with_patients: bool) -> list[str]:
+    """Splits too small to trust: a class missing from a split; fewer than 3 patients where there are ids."""
+    if report["splits"] is None:
+        return [f"no train/val/test split possible: {report['split_error']}"]
+    out = []
+    for name, entry in report["splits"].items():
+        if with_patients and entry["patients"] < MIN_SPLIT_PATIENTS:
+            out.append(
+                f"split {name!r} has {entry['patients']} patient{'s' * (entry['patients'] != 1)} "
+                f"(fewer than {MIN_SPLIT_PATIENTS}): its metrics rest on too few people"
+            )
+        missing = [c for c, n in entry["per_class"].items() if n == 0]
+        if missing:
+            out.append(f"split {name!r} has no image of class {', '.join(missing)}")
+    return out
+
+
+def _mask_facts(dm: TumorDataModule, ok: np.ndarray) -> dict | None:
+    """Readable slices with a mask: how many have an empty mask, and per patient slices and tumour slices."""
+    with_mask = [i for i in ok.tolist() if dm.samples[i].mask is not None]
+    if not with_mask:
+        return None
+    per: dict[str, dict[str, int]] = defaultdict(lambda: {"slices": 0, "tumour_slices": 0})
+    for i in with_mask:
+        entry = per[dm.samples[i].patient]
+        entry["slices"] += 1
+        entry["tumour_slices"] += int((dm.infos[i].mask_pixels or 0) > 0)
+    tumour = sum(v["tumour_slices"] for v in per.values())
+    return {
+        "slices": len(with_mask),
+        "empty": len(with_mask) - tumour,
+        "empty_share": round((len(with_mask) - tumour) / len(with_mask), 4),
+        "per_patient": dict(sorted(per.items())),
+    }
 
 
 def _patients(dm: TumorDataModule, ok: np.ndarray) -> dict:
@@ -150,12 +239,50 @@ def _join(paths: list[str], root: str, sep: str) -> str:
     return "  " + sep.join(_short(p, root) for p in paths)
 
 
+def _has_test(report: dict) -> bool:
+    """Whether the data has a given test set (``Testing/``, ``--test-root``, a manifest's ``split=test``)."""
+    return any("test_root" in counts for counts in report["classes"].values())
+
+
 def _class_table(report: dict) -> list[str]:
-    sources = sorted({s for counts in report["classes"].values() for s in counts})
-    lines = ["class".ljust(16) + "".join(s.rjust(9) for s in sources) + "total".rjust(9)]
+    """Per class: images read, those in the given test set, and the train / val / test split of them."""
+    test_head = "split=test" if report["layout"] == "manifest" else "test root"
+    head = ["images"] + ([test_head] if _has_test(report) else []) + ["train", "val", "test"]
+    dropped = report.get("dropped_per_class") or {}
+    if any(dropped.values()):
+        head.append("dropped")
+    splits = report["splits"] or {}
+    rows = []
     for name, counts in report["classes"].items():
-        cells = "".join(str(counts[s]).rjust(9) for s in sources)
-        lines.append(name.ljust(16) + cells + str(sum(counts.values())).rjust(9))
+        cells = [counts["images"]] + ([counts["test_root"]] if "test_root" in counts else [])
+        cells += [splits[s]["per_class"][name] if splits else "-" for s in ("train", "val", "test")]
+        rows.append((name, cells + ([dropped[name]] if "dropped" in head else [])))
+    columns = list(zip(*(cells for _, cells in rows), strict=True))
+    totals = [sum(col) if all(isinstance(v, int) for v in col) else "-" for col in columns]
+    width = max(16, *(len(n) + 2 for n, _ in rows))
+    lines = ["class".ljust(width) + "".join(h.rjust(11) for h in head)]
+    for name, cells in [*rows, ("all classes", totals)]:
+        lines.append(name.ljust(width) + "".join(str(c).rjust(11) for c in cells))
+    return lines + _legend(report, test_head)
+
+
+def _legend(report: dict, test_head: str) -> list[str]:
+    """What each column of the class table counts, one line per column."""
+    what = " (ROOT and the test set)" if _has_test(report) else ""
+    if report["layout"] == "lgg":
+        what = " (a slice is tumour where its mask has any tumour pixel)"
+    lines = [f"  images: readable images of the class{what}"]
+    if _has_test(report):
+        given = "split=test rows" if report["layout"] == "manifest" else "Testing/ or --test-root"
+        lines.append(f"  {test_head}: of those, in the given test set ({given})")
+    if report["splits"]:
+        settings = report["split_settings"]
+        lines.append(
+            f"  train, val, test: the split training draws (seed {settings['seed']}, fractions "
+            f"{settings['fractions']}{'; test: the given test set' if _has_test(report) else ''})"
+        )
+    if any((report.get("dropped_per_class") or {}).values()):
+        lines.append("  dropped: training copies of test images, left out of the split")
     return lines
 
 
@@ -175,17 +302,34 @@ def _patient_lines(per: dict, limit: int) -> list[str]:
 
 def _split_lines(report: dict) -> list[str]:
     if not report["splits"]:
-        return [f"splits: not possible: {report['split_error']}"]
-    settings = report["split_settings"]
-    lines = [
-        f"splits (seed {settings['seed']}, fractions {settings['fractions']}; patients and duplicates kept whole):"
-    ]
+        return ["splits: none drawn (see warnings)"]
+    lines = ["splits (patients and duplicate groups kept whole):"]
     for name, s in report["splits"].items():
-        classes = ", ".join(f"{k} {v}" for k, v in sorted(s["classes"].items()))
-        lines.append(f"  {name:<5} {s['samples']:>6} images {s['patients']:>6} patients/groups   {classes}")
+        n = s["patients"]
+        unit = f"patient{'s' * (n != 1)}" if report["layout"] != "folders" else "groups (an image and its copies)"
+        lines.append(f"  {name:<5} {s['samples']:>6} images {n:>6} {unit}")
     if report.get("dropped_test_duplicates"):
         lines.append(f"  {report['dropped_test_duplicates']} training images dropped as copies of test images")
     return lines
+
+
+def _warning_lines(report: dict) -> list[str]:
+    if not report["warnings"]:
+        return ["warnings: none"]
+    return [f"warnings ({len(report['warnings'])}):", *(f"  {w}" for w in report["warnings"])]
+
+
+def _mask_lines(masks: dict) -> list[str]:
+    per = masks["per_patient"].values()
+    tumour = [v["tumour_slices"] for v in per]
+    none = sum(1 for n in tumour if n == 0)
+    return [
+        "",
+        f"masks: {masks['slices']} slices, {masks['empty']} with an empty mask ({masks['empty_share']:.1%}), "
+        f"{masks['slices'] - masks['empty']} with tumour",
+        f"  tumour slices per patient: min {min(tumour)}, median {statistics.median(tumour):g}, max {max(tumour)}; "
+        f"{none} of {len(tumour)} patients without any (--json: per patient)",
+    ]
 
 
 def _duplicate_lines(report: dict, limit: int) -> list[str]:
@@ -201,7 +345,7 @@ def _duplicate_lines(report: dict, limit: int) -> list[str]:
         f"{len(nd['groups'])} groups, {sum(map(len, nd['groups']))} files"
     )
     lines += [_join(g, root, " ~ ") for g in nd["groups"][:limit]]
-    if report["test_root"] or any(len(c) > 1 for c in report["classes"].values()):
+    if report["test_root"] or _has_test(report):
         cr = report["cross_root_duplicates"]
         lines.append(
             f"duplicates shared by training and test data: {len(cr['exact'])} exact groups, {len(cr['near'])} "
@@ -220,10 +364,15 @@ def format_audit(report: dict, limit: int = 10) -> str:
         f"images: {f['images']}  readable: {f['readable']}  unreadable: {f['unreadable']}  skipped: {f['skipped']}",
         "",
         *_class_table(report),
+        "",
+        *_split_lines(report),
+        *_warning_lines(report),
     ]
     if report["patients"]:
         out += _patient_lines(report["patients"], 3 * limit)
-    out += ["", *_split_lines(report), *_duplicate_lines(report, limit)]
+    if report.get("masks"):
+        out += _mask_lines(report["masks"])
+    out += _duplicate_lines(report, limit)
     sizes = list(report["sizes"].items())
     common = ", ".join(f"{k}: {v}" for k, v in sizes[:5])
     out += ["", f"image sizes (width x height): {len(sizes)} distinct; {common}"]
