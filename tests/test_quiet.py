@@ -16,6 +16,7 @@ import torchmetrics, imagehash, tifffile
 before = (list(warnings.filters), cv2.utils.logging.getLogLevel(),
           list(logging.getLogger("lightning.pytorch.utilities.rank_zero").filters))
 import tumorlab.data, tumorlab.models, tumorlab.tasks, tumorlab.callbacks, tumorlab.links, tumorlab.reports
+import tumorlab.epoch_log, tumorlab.loggers, tumorlab.run_config, tumorlab.cli_errors, tumorlab.lightning_cli
 after = (list(warnings.filters), cv2.utils.logging.getLogLevel(),
          list(logging.getLogger("lightning.pytorch.utilities.rank_zero").filters))
 assert before == after, (set(map(str, after[0])) - set(map(str, before[0])), before[1:], after[1:])

@@ -36,10 +36,41 @@ ARCHITECTURE_TASKS = {
 }
 
 
+_SHORT_HELP = """usage: tumorlab {command} --config FILE [--config FILE ...] [--KEY VALUE ...]
+
+{description}. Every constructor argument of the model, the data module and the Lightning Trainer is a key;
+later --config files and --KEY VALUE overrides win over earlier ones.
+
+common keys:
+  --config FILE                 a YAML config (configs/demo.yaml, configs/experiments/*.yaml, fragments)
+  --data.root PATH              the data set (LGG kaggle_3m download, class folders) or --data.csv FILE
+  --data.image_size N           side in pixels (the network is built for it); --data.batch_size N
+  --data.channels [1]           the MRI channels fed (sets the network's in_channels)
+  --trainer.max_epochs N        --trainer.accelerator cpu|gpu, --trainer.devices N, --trainer.precision bf16-mixed
+  --run.name NAME               runs go to <run.root>/<name>/<time>_{command}/ (--run.root, default runs)
+  --run.test_after_fit true     fit: test the best checkpoint when training ends
+  --ckpt_path RUN_OR_CKPT       fit: resume (last, a run folder, a file); validate/test/predict: evaluate a run
+                                folder with its own config.yaml, no --config needed
+  --print_config                print the fully resolved config and exit
+
+list a part's options:
+  tumorlab {command} --model.help ClassificationTask    (or SegmentationTask, MultiTaskTask)
+  tumorlab {command} --data.help LGGDataModule          (or FolderDataModule, ManifestDataModule)
+  tumorlab {command} --help-all                         every key, the Trainer's included (long)
+
+README.md describes models, data modules, configs and run folders.
+"""
+
+
 def main(args: Sequence[str] | None = None) -> int:
     """Run the ``tumorlab`` command with ``args`` (default: ``sys.argv[1:]``); return the exit status."""
     argv = list(sys.argv[1:] if args is None else args)
     try:
+        if argv and argv[0] in LIGHTNING_COMMANDS and argv[1:] in (["--help"], ["-h"]):
+            print(_SHORT_HELP.format(command=argv[0], description=LIGHTNING_COMMANDS[argv[0]].split(" (")[0]))
+            return 0
+        if argv and argv[0] in LIGHTNING_COMMANDS and "--help-all" in argv:
+            argv = [a if a != "--help-all" else "--help" for a in argv]
         if argv and argv[0] in LIGHTNING_COMMANDS:
             from tumorlab.quiet import quiet_known_noise
 
@@ -118,15 +149,17 @@ def configure_wandb_mode() -> None:
     """Log to W&B offline unless the user has credentials: no account, no network, never a login prompt.
 
     ``WANDB_MODE=online`` without credentials falls back to offline with a warning instead of waiting for a login.
+    Offline, W&B's own console output (a page of run history and a second sync hint) is silenced: tumorlab
+    prints the one line that matters, how to upload the run later.
     """
     mode = os.environ.get("WANDB_MODE")
-    if mode in ("offline", "disabled", "dryrun"):
-        return
-    if not _has_wandb_credentials():
+    if mode not in ("offline", "disabled", "dryrun") and not _has_wandb_credentials():
         if mode == "online":
             print("tumorlab: warning: WANDB_MODE=online but no W&B credentials (wandb login or WANDB_API_KEY); "
                   "logging offline instead", file=sys.stderr)
         os.environ["WANDB_MODE"] = "offline"
+    if os.environ.get("WANDB_MODE") in ("offline", "dryrun"):
+        os.environ.setdefault("WANDB_SILENT", "true")
 
 
 def _synth(ns: argparse.Namespace) -> int:

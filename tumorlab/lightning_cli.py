@@ -28,12 +28,13 @@ from tumorlab.links import LINKED_NET_ARGS, apply_normalization, check_explicit_
 from tumorlab.reports import format_metrics, gather_rows, prediction_rows, write_predictions
 from tumorlab.run_config import check_against_run, with_run_config
 from tumorlab.runs import find_checkpoint, find_resume_checkpoint, new_run_dir, run_info, update_run_json
+from tumorlab.tasks.mixins import class_slug
 
 __all__ = ["TumorlabCLI", "run_lightning_cli"]
 
 # What every experiment shares, set once here instead of in each config file (a config may override any of it).
 TRAINER_DEFAULTS = {
-    "trainer.logger": {"class_path": "lightning.pytorch.loggers.WandbLogger", "init_args": {"project": "tumorlab"}},
+    "trainer.logger": {"class_path": "tumorlab.loggers.WandbLogger", "init_args": {"project": "tumorlab"}},
     "trainer.devices": 1,
     "trainer.log_every_n_steps": 10,
 }
@@ -120,6 +121,8 @@ class TumorlabCLI(LightningCLI):
         cfg = self.config[self.subcommand]
         fix_null_strings(cfg)
         check_hardware(cfg.trainer)
+        if "verbose" in cfg and not any(a.split("=", 1)[0] == "--verbose" for a in self.argv):
+            cfg.verbose = False  # validate, test: tumorlab prints one table of its own, not Lightning's too
         if self.subcommand == "fit" and cfg.get("ckpt_path"):
             cfg.ckpt_path = find_resume_checkpoint(cfg.ckpt_path, cfg.run.root, cfg.run.name)
         elif cfg.get("ckpt_path") and cfg.ckpt_path not in ("best", "last", "hpc", "registry"):
@@ -147,11 +150,14 @@ class TumorlabCLI(LightningCLI):
         wanted = []
         if self.subcommand == "fit":
             wanted += ["tumorlab.callbacks.RNGState", "tumorlab.callbacks.ResumeCheckpoint"]
+            wanted.append("tumorlab.epoch_log.EpochMetrics")
         if cfg.run.channels_last:
             wanted.append("tumorlab.callbacks.ChannelsLast")
         if cfg.run.compile:
             wanted.append("tumorlab.callbacks.CompileModel")
         callbacks = list(cfg.trainer.callbacks or [])
+        if self.subcommand != "fit":  # a run's own config brings its training-only callbacks along
+            callbacks = [cb for cb in callbacks if str(getattr(cb, "class_path", "")) not in _FIT_ONLY]
         monitor = cfg.model.get("init_args", Namespace()).get("monitor") if cfg.get("model") else None
         if self.subcommand == "fit" and monitor and cfg.trainer.get("enable_checkpointing") is not False:
             if not any(_is_monitored_checkpoint(cb) for cb in callbacks):
@@ -161,10 +167,14 @@ class TumorlabCLI(LightningCLI):
                         init_args=Namespace(monitor=monitor, mode=monitor_mode(monitor), filename="epoch{epoch:02d}"),
                     )
                 )
+        lines = not sys.stdout.isatty()  # a log file: one line per epoch, no progress bar redrawn per batch
         for class_path in wanted:
             if not _has_callback(callbacks, class_path):
-                callbacks.append(Namespace(class_path=class_path, init_args=Namespace()))
+                init = Namespace(print_lines=lines) if class_path.endswith("EpochMetrics") else Namespace()
+                callbacks.append(Namespace(class_path=class_path, init_args=init))
         cfg.trainer.callbacks = callbacks
+        if lines and not any(a.split("=", 1)[0] == "--trainer.enable_progress_bar" for a in self.argv):
+            cfg.trainer.enable_progress_bar = False
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
@@ -241,7 +251,7 @@ class TumorlabCLI(LightningCLI):
             note = best or "none (no monitored checkpoint: test_after_fit tests the final weights)"
             print(f"run folder: {self.run_dir}\nbest checkpoint: {note}")
         if self.config[self.subcommand].run.test_after_fit:
-            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if best else None)
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best, verbose=False)
             self._report("test")
 
     def after_validate(self) -> None:
@@ -256,7 +266,8 @@ class TumorlabCLI(LightningCLI):
         if not self.trainer.is_global_zero:
             return
         update_run_json(self.run_dir, **{f"{split}_metrics": metrics})
-        print(format_metrics(metrics, f"{split} metrics", self.run_dir))
+        names = getattr(self.datamodule, "class_names", None) or []
+        print(format_metrics(metrics, f"{split} metrics", self.run_dir, [class_slug(n) for n in names]))
         self._log_report_images(split)
 
     def _log_report_images(self, split: str) -> None:
@@ -280,6 +291,10 @@ class TumorlabCLI(LightningCLI):
             path = write_predictions(rows, self.run_dir)
             update_run_json(self.run_dir, predictions=str(path))
             print(f"predictions: {path} ({len(rows)} rows)")
+
+
+_FIT_ONLY = {f"tumorlab.callbacks.{n}" for n in ("RNGState", "ResumeCheckpoint", "BestCheckpoint")}
+_FIT_ONLY.add("tumorlab.epoch_log.EpochMetrics")
 
 
 def _command_options(parser, args: list[str]) -> list[str]:

@@ -9,16 +9,39 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["format_metrics", "gather_rows", "plot_confusion_matrix", "prediction_rows", "write_predictions"]
+__all__ = [
+    "plot_curves",
+    "format_metrics",
+    "gather_rows",
+    "plot_confusion_matrix",
+    "prediction_rows",
+    "write_predictions",
+]
 
 _ORDER = ("dice", "iou", "acc", "f1", "auroc", "loss", "loss_seg", "loss_cls")
 
 
-def format_metrics(metrics: dict[str, float], title: str, run_dir: Path) -> str:
-    """A plain two-column table, the main metrics first."""
-    keys = [k for k in _ORDER if k in metrics] + sorted(k for k in metrics if k not in _ORDER)
-    width = max([len(k) for k in keys] + [6])
-    lines = [f"{title}:", *(f"  {k:<{width}}  {metrics[k]:.4f}" for k in keys), f"run folder: {run_dir}"]
+_PER_CLASS = ("precision", "recall", "f1", "f2")
+
+
+def format_metrics(metrics: dict[str, float], title: str, run_dir: Path, class_slugs: list[str] | None = None) -> str:
+    """The metrics of a split as one table: overall values (4 significant digits, the main ones first), then
+    one row per class for the per-class values logged as ``<metric>_<class>``."""
+    per_class: dict[str, dict[str, float]] = {}
+    for slug in class_slugs or []:
+        values = {m: metrics[f"{m}_{slug}"] for m in _PER_CLASS if f"{m}_{slug}" in metrics}
+        if values:
+            per_class[slug] = values
+    taken = {f"{m}_{slug}" for slug, values in per_class.items() for m in values}
+    overall = [k for k in _ORDER if k in metrics] + sorted(k for k in metrics if k not in _ORDER and k not in taken)
+    width = max([len(k) for k in overall] + [len(c) for c in per_class] + [6])
+    lines = [f"{title}:", *(f"  {k:<{width}}  {metrics[k]:.4g}" for k in overall)]
+    if per_class:
+        lines.append(f"  {'class':<{width}}" + "".join(f"  {m:>9}" for m in _PER_CLASS))
+        for slug, values in per_class.items():
+            cells = "".join(f"  {values[m]:>9.4g}" if m in values else f"  {'':>9}" for m in _PER_CLASS)
+            lines.append(f"  {slug:<{width}}{cells}")
+    lines.append(f"run folder: {run_dir}")
     return "\n".join(lines)
 
 
@@ -129,6 +152,48 @@ def plot_confusion_matrix(json_path: str | Path, png_path: str | Path | None = N
     ax.set_title(f"confusion matrix ({int(matrix.sum())} samples)")
     fig.tight_layout()
     png_path = Path(png_path) if png_path else Path(json_path).with_suffix(".png")
+    fig.savefig(png_path)
+    plt.close(fig)
+    return png_path
+
+
+def plot_curves(metrics_csv: str | Path, monitor: str | None = None, png_path: str | Path | None = None) -> Path | None:
+    """Draw the loss and the monitored metric, train and validation, over epochs from ``metrics.csv``.
+
+    Returns the PNG's path (default: ``curves.png`` beside the CSV), or ``None`` when there is nothing to draw.
+    """
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    with open(metrics_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    name = (monitor or "val/loss").split("/", 1)[-1]
+    panels = ["loss"] + ([name] if name != "loss" else [])
+
+    def series(key: str) -> tuple[list[int], list[float]]:
+        pairs = [(int(r["epoch"]) + 1, float(r[key])) for r in rows if r.get(key) not in (None, "")]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+
+    if not any(series(f"{split}/{m}")[0] for m in panels for split in ("train", "val")):
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), dpi=120, squeeze=False)
+    for ax, metric in zip(axes[0], panels, strict=True):
+        for split, style in (("train", "-o"), ("val", "-s")):
+            x, y = series(f"{split}/{metric}")
+            if x:
+                ax.plot(x, y, style, markersize=3, label=split)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    png_path = Path(png_path) if png_path else Path(metrics_csv).with_name("curves.png")
     fig.savefig(png_path)
     plt.close(fig)
     return png_path

@@ -30,7 +30,15 @@ from tumorlab.tasks.metrics import (
     segmentation_metrics,
 )
 
-__all__ = ["CONFUSION_FILE", "ClassMetricsMixin", "SegMetricsMixin", "SPLITS", "check_has_masks", "split_key"]
+__all__ = [
+    "CONFUSION_FILE",
+    "ClassMetricsMixin",
+    "SegMetricsMixin",
+    "SPLITS",
+    "check_has_masks",
+    "class_slug",
+    "split_key",
+]
 
 CONFUSION_FILE = "confusion_matrix.json"
 SPLITS = ("train", "val", "test")
@@ -42,7 +50,7 @@ def split_key(split: str) -> str:
     return f"{split}_split"
 
 
-def _slug(name: str) -> str:
+def class_slug(name: str) -> str:
     return re.sub(r"[^0-9A-Za-z_]+", "_", name).strip("_") or "class"
 
 
@@ -95,7 +103,7 @@ class ClassMetricsMixin:
         names = self.class_names()
         for metric, values in per_class.compute().items():  # compute() synchronises over DDP ranks
             for name, value in zip(names, values, strict=True):
-                self.log(f"{split}/{metric}_{_slug(name)}", value, sync_dist=False)
+                self.log(f"{split}/{metric}_{class_slug(name)}", value, sync_dist=False)
         matrix = confusion.compute()
         if split == "test":
             # trainer.log_dir broadcasts under DDP: every rank must ask, only rank zero writes.
