@@ -20,7 +20,10 @@ def real_data() -> Path:
     """The folder of the real downloads (``$TUMORLAB_REAL_DATA``), or a skip saying why."""
     value = os.environ.get(REAL_DATA_ENV)
     if not value:
-        pytest.skip(f"{REAL_DATA_ENV} is unset: point it at the shared real data (e.g. ../shared/data)")
+        pytest.skip(
+            f"{REAL_DATA_ENV} is unset: set it to the folder that holds lgg-mri-segmentation/ and "
+            "brain-tumor-classification/ to run the real-data tests"
+        )
     path = Path(value)
     if not path.is_dir():
         pytest.skip(f"{REAL_DATA_ENV}={value} is not a folder")

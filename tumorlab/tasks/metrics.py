@@ -39,6 +39,7 @@ __all__ = [
     "patient_key",
     "per_class_metrics",
     "segmentation_metrics",
+    "slice_dice",
 ]
 
 
@@ -105,6 +106,16 @@ def segmentation_metrics() -> MetricCollection:
             "iou": BinaryJaccardIndex(),
         }
     )
+
+
+def slice_dice(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Dice of each slice, ``2·|P ∩ T| / (|P| + |T|)``, for boolean ``(N, pixels)`` masks; 1.0 where both are
+    empty (nothing to find, nothing found: the convention of ``VolumeDice``).
+
+    Written by hand because torchmetrics' per-sample ``dice_score`` gives NaN for an empty pair (and warns).
+    """
+    overlap, total = (pred & target).sum(1), pred.sum(1) + target.sum(1)
+    return torch.where(total > 0, 2 * overlap / total.clamp_min(1), torch.ones_like(total, dtype=torch.float32))
 
 
 def patient_key(patient: str) -> int:

@@ -20,6 +20,7 @@ from tumorlab.errors import ConfigError
 from tumorlab.models.unet import UNetWithClassifier
 from tumorlab.tasks.base import ClassWeights, TumorTask
 from tumorlab.tasks.losses import cross_entropy_loss, dice_bce_loss, joint_loss, uncertainty_loss
+from tumorlab.tasks.metrics import slice_dice
 from tumorlab.tasks.mixins import ClassMetricsMixin, SegMetricsMixin, check_has_masks
 
 __all__ = ["MultiTaskTask"]
@@ -116,7 +117,5 @@ class MultiTaskTask(ClassMetricsMixin, SegMetricsMixin, TumorTask):
             "split": batch.get("split"),
         }
         if "mask" in batch:
-            target = batch["mask"].flatten(1) > 0.5
-            overlap, total = (pred & target).sum(1), pred.sum(1) + target.sum(1)
-            result["dice"] = torch.where(total > 0, 2 * overlap / total.clamp_min(1), 1.0)
+            result["dice"] = slice_dice(pred, batch["mask"].flatten(1) > 0.5)
         return result

@@ -8,6 +8,7 @@ from torch import nn
 
 from tumorlab.tasks.base import TumorTask
 from tumorlab.tasks.losses import dice_bce_loss
+from tumorlab.tasks.metrics import slice_dice
 from tumorlab.tasks.mixins import SegMetricsMixin, check_has_masks
 
 __all__ = ["SegmentationTask"]
@@ -85,8 +86,5 @@ class SegmentationTask(SegMetricsMixin, TumorTask):
             "split": batch.get("split"),
         }
         if "mask" in batch:
-            # by hand: torchmetrics' samplewise dice_score gives NaN for an empty pair (and warns every call)
-            target = batch["mask"].flatten(1) > 0.5
-            overlap, total = (pred & target).sum(1), pred.sum(1) + target.sum(1)
-            out["dice"] = torch.where(total > 0, 2 * overlap / total.clamp_min(1), 1.0)
+            out["dice"] = slice_dice(pred, batch["mask"].flatten(1) > 0.5)
         return out
