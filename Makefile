@@ -46,9 +46,9 @@ test: $(BIN)/.tumorlab-dev-installed
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 # The quick tier for many runs a day: everything but the tests marked slow (DDP, SIGKILL resume, every config),
-# on two worker processes (pytest-xdist).
+# on two worker processes (pytest-xdist), one thread each (two threads each would oversubscribe two cores).
 test-fast: $(BIN)/.tumorlab-dev-installed
-	@$(BIN)/python -m pytest -m "not slow" -n 2 $(PYTEST_ARGS); rc=$$?; \
+	@OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m "not slow" -n 2 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 lint: $(BIN)/.tumorlab-dev-installed
