@@ -68,6 +68,21 @@ FAST_TRAINER = [
 ]
 
 
+# The demo's U-Net shrunk for tests: 32 px, a 3-stage encoder, narrow decoder, a log line per step.
+TINY_UNET = [
+    "--data.image_size",
+    "32",
+    "--data.batch_size",
+    "8",
+    "--model.net.init_args.encoder_depth",
+    "3",
+    "--model.net.init_args.decoder_channels",
+    "[16, 8, 4]",
+    "--trainer.log_every_n_steps",
+    "1",
+]
+
+
 def only_run_dir(root: Path, name: str) -> Path:
     """The single run folder of experiment ``name`` under ``root`` (fails if there are several)."""
     (run_dir,) = (root / name).iterdir()
@@ -99,3 +114,18 @@ def cli(capsys, monkeypatch):
         return SimpleNamespace(returncode=code, stdout=out, stderr=err)
 
     return call
+
+
+def quiet_trainer(tmp_path: Path, **overrides):
+    """A CPU ``Trainer`` for task tests: no logger, checkpoints, progress bar or summary; ``overrides`` win."""
+    from lightning.pytorch import Trainer
+
+    args = dict(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+    )
+    return Trainer(**{**args, **overrides})

@@ -8,26 +8,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import Trainer
 from sklearn.metrics import confusion_matrix, fbeta_score, precision_score
 
+from tests.conftest import quiet_trainer
 from tests.helpers import ShapesDataModule
 from tumorlab.errors import ConfigError
 from tumorlab.models import CNN9, ResNet3
 from tumorlab.tasks import ClassificationTask
 from tumorlab.tasks.classification import CONFUSION_FILE
-
-
-def _trainer(tmp_path, **kw) -> Trainer:
-    args = dict(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=str(tmp_path),
-    )
-    return Trainer(**{**args, **kw})
 
 
 def test_loss_is_weighted_label_smoothed_cross_entropy():
@@ -50,7 +38,7 @@ def test_bad_task_values_say_what_is_allowed():
 def test_auto_class_weights_come_from_the_data(tmp_path):
     dm = ShapesDataModule(num_classes=3, n=30)
     task = ClassificationTask(ResNet3(num_classes=3, width=4), class_weights="auto")
-    _trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=1).fit(task, dm)
+    quiet_trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=1).fit(task, dm)
     assert torch.allclose(task.class_weight, dm.class_weights())
     assert float(task.class_weight.mean()) == pytest.approx(1.0)
 
@@ -59,7 +47,7 @@ def test_test_metrics_and_confusion_matrix_match_sklearn(tmp_path):
     torch.manual_seed(0)
     dm = ShapesDataModule(num_classes=3, n=40)
     task = ClassificationTask(ResNet3(num_classes=3, width=4))
-    trainer = _trainer(tmp_path, max_epochs=2)
+    trainer = quiet_trainer(tmp_path, max_epochs=2)
     trainer.fit(task, dm)
     metrics = trainer.test(task, dm, verbose=False)[0]
     batches = trainer.predict(task, dm)
@@ -77,7 +65,7 @@ def test_test_metrics_and_confusion_matrix_match_sklearn(tmp_path):
 
 
 def test_training_time_is_logged(tmp_path):
-    trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=1)
+    trainer = quiet_trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=1)
     task = ClassificationTask(CNN9(num_classes=3, width=4))
     trainer.fit(task, ShapesDataModule())
     assert trainer.callback_metrics["train/time_s"] > 0 and task.train_time_s > 0

@@ -13,25 +13,12 @@ import pytest
 import yaml
 from sklearn.metrics import roc_auc_score
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, TINY_UNET, run_cli
 from tumorlab.cli import expand_model_shorthand
 from tumorlab.data.io import read_mask
 
 DEMO = str(REPO / "configs" / "demo.yaml")
-TINY = [
-    "--data.image_size",
-    "32",
-    "--data.batch_size",
-    "8",
-    "--trainer.max_epochs",
-    "2",
-    "--model.net.init_args.encoder_depth",
-    "3",
-    "--model.net.init_args.decoder_channels",
-    "[16, 8, 4]",
-    "--trainer.log_every_n_steps",
-    "1",
-]
+TINY = [*TINY_UNET, "--trainer.max_epochs", "2"]
 
 
 def test_help_lists_every_command_without_heavy_imports(tmp_path):

@@ -14,23 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, TINY_UNET, run_cli
 from tumorlab.cli import configure_wandb_mode, main
 
 DEMO = str(REPO / "configs" / "demo.yaml")
 DDP = str(REPO / "configs" / "trainer" / "ddp.yaml")
-TINY = [
-    "--data.image_size",
-    "32",
-    "--data.batch_size",
-    "8",
-    "--model.net.init_args.encoder_depth",
-    "3",
-    "--model.net.init_args.decoder_channels",
-    "[16, 8, 4]",
-    "--trainer.log_every_n_steps",
-    "1",
-]
+TINY = TINY_UNET
 METRICS = ("dice", "iou", "dice_volume", "acc", "f1", "auroc")
 
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from lightning.pytorch import Callback, Trainer
+from lightning.pytorch import Callback
 
+from tests.conftest import quiet_trainer
 from tests.helpers import ShapesDataModule
 from tumorlab.models import CNN9, UNetWithClassifier
 from tumorlab.runs import RUN_DIR_ENV
@@ -18,18 +19,6 @@ from tumorlab.tasks import ClassificationTask, MultiTaskTask
 from tumorlab.tasks.classification import CONFUSION_FILE
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _trainer(tmp_path, **kw) -> Trainer:
-    args = dict(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=str(tmp_path),
-    )
-    return Trainer(**{**args, **kw})
 
 
 def _task(kind: str, **kw):
@@ -45,7 +34,7 @@ def test_validate_before_fit_then_fit_and_test_on_one_task(kind, tmp_path):
     task = _task(kind)
     names = [n.replace(" ", "_") for n in dm.class_names]
     # Default inference_mode=True: validate() runs under inference mode, fit's validation under no_grad.
-    trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=2, num_sanity_val_steps=2)
+    trainer = quiet_trainer(tmp_path, max_epochs=1, limit_train_batches=2, num_sanity_val_steps=2)
     val = trainer.validate(task, dm, verbose=False)[0]
     trainer.fit(task, dm)
     fitted = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -84,7 +73,7 @@ def test_best_monitored_value_skips_the_sanity_check_and_survives_a_resume(monit
     optimizer = lambda p: torch.optim.Adam(p, lr=1e-2)  # noqa: E731
     task = _task("classification", monitor=monitor, optimizer=optimizer)
     record = _RecordMonitor(monitor)
-    trainer = _trainer(tmp_path, max_epochs=3, limit_train_batches=2, num_sanity_val_steps=1, callbacks=[record])
+    trainer = quiet_trainer(tmp_path, max_epochs=3, limit_train_batches=2, num_sanity_val_steps=1, callbacks=[record])
     trainer.fit(task, dm)
     values = [v for v, _ in record.seen]
     assert len(values) == 3 and task.monitor_best.update_count == 3, "the sanity check must not count"
@@ -93,7 +82,7 @@ def test_best_monitored_value_skips_the_sanity_check_and_survives_a_resume(monit
 
     resumed = _task("classification", monitor=monitor, optimizer=optimizer)
     again = _RecordMonitor(monitor)
-    trainer = _trainer(tmp_path, max_epochs=4, limit_train_batches=2, num_sanity_val_steps=1, callbacks=[again])
+    trainer = quiet_trainer(tmp_path, max_epochs=4, limit_train_batches=2, num_sanity_val_steps=1, callbacks=[again])
     trainer.fit(resumed, dm, ckpt_path=tmp_path / "last.ckpt")
     ((value, best_after),) = again.seen
     assert resumed.monitor_best.update_count == 2, "the checkpoint's best, then the one new epoch"

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 from jsonargparse import ArgumentParser
-from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch import seed_everything
 
+from tests.conftest import quiet_trainer
 from tests.helpers import ShapesDataModule
 from tumorlab.data import LGGDataModule
 from tumorlab.errors import ConfigError
@@ -166,16 +167,7 @@ def small_lgg(tmp_path_factory):
 
 
 def _fit_improves(task, dm, metric: str, epochs: int, tmp_path) -> tuple[float, float]:
-    trainer = Trainer(
-        accelerator="cpu",
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=str(tmp_path),
-    )
+    trainer = quiet_trainer(tmp_path, max_epochs=epochs, num_sanity_val_steps=0)
     before = trainer.validate(task, dm, verbose=False)[0][metric]
     trainer.fit(task, dm)
     after = trainer.validate(task, dm, verbose=False)[0][metric]
