@@ -95,7 +95,12 @@ def test_full_config_parses_and_keeps_to_its_study(path, capsys):
     assert printed["model"]["class_path"] == cfg["model"]["class_path"]
     logger = printed["trainer"]["logger"]  # the shared default, named after run.name when the run starts
     assert logger["class_path"].endswith("WandbLogger") and logger["init_args"]["project"] == "tumorlab"
-    assert printed["model"]["init_args"]["monitor"].startswith("val/")
+    monitor = printed["model"]["init_args"]["monitor"]
+    assert monitor.startswith("val/")
+    # the whole resolved config: tumorlab's own callbacks and the W&B run name are shown too
+    assert logger["init_args"]["name"] == printed["run"]["name"]
+    callbacks = {c["class_path"].rsplit(".", 1)[-1]: c.get("init_args") or {} for c in printed["trainer"]["callbacks"]}
+    assert callbacks["BestCheckpoint"]["monitor"] == monitor and {"RNGState", "ResumeCheckpoint"} <= set(callbacks)
     if "experiments" in path.parts:
         assert cfg["run"]["name"] == path.stem and cfg["run"]["tags"]
 

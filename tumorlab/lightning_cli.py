@@ -108,21 +108,44 @@ class TumorlabCLI(LightningCLI):
         parser.set_defaults(TRAINER_DEFAULTS)
 
     def parse_arguments(self, parser, args) -> None:
+        # --print_config is handled here, after tumorlab has completed the config, so that it shows what a run
+        # would save as config.yaml (tumorlab's callbacks, the W&B run name), not only what the files say.
+        printing = [a for a in args if a.split("=", 1)[0] == "--print_config"]
+        args = [a for a in args if a not in printing]
         try:
             super().parse_arguments(parser, args)
         except ArgumentError as err:
             raise ConfigError(one_line(str(err), _command_options(parser, args))) from None
         # What the user gave, without defaults: a hand-set value that a link would overwrite must be reported.
         explicit = parser.parse_args(args, defaults=False)
-        command = explicit.get("subcommand")
-        self.explicit = explicit.get(command) if command else explicit
+        self.command = explicit.get("subcommand")
+        self.explicit = explicit.get(self.command) if self.command else explicit
+        if printing and self.command:
+            cfg = self.config[self.command]
+            self._complete(cfg)
+            skip_none = "skip_null" in printing[-1]
+            print(self._parser(self.command).dump(cfg, skip_none=skip_none), end="")
+            raise SystemExit(0)
+
+    def _complete(self, cfg) -> None:
+        """What tumorlab adds to every config before anything is built; the saved config.yaml shows it."""
+        fix_null_strings(cfg)
+        if "verbose" in cfg and not any(a.split("=", 1)[0] == "--verbose" for a in self.argv):
+            cfg.verbose = False  # validate, test: tumorlab prints one table of its own, not Lightning's too
+        self._add_run_callbacks(cfg)
+        loggers = cfg.trainer.logger if isinstance(cfg.trainer.logger, list) else [cfg.trainer.logger]
+        for logger in loggers:
+            init_args = getattr(logger, "init_args", None)
+            if init_args is None or not str(logger.class_path).endswith("WandbLogger"):
+                continue
+            if not init_args.get("name"):
+                init_args.name = cfg.run.name  # the W&B run is named like the run folder
+            if not init_args.get("tags"):
+                init_args.tags = list(cfg.run.tags) or None
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand]
-        fix_null_strings(cfg)
         check_hardware(cfg.trainer)
-        if "verbose" in cfg and not any(a.split("=", 1)[0] == "--verbose" for a in self.argv):
-            cfg.verbose = False  # validate, test: tumorlab prints one table of its own, not Lightning's too
         if self.subcommand == "fit" and cfg.get("ckpt_path"):
             cfg.ckpt_path = find_resume_checkpoint(cfg.ckpt_path, cfg.run.root, cfg.run.name)
         elif cfg.get("ckpt_path") and cfg.ckpt_path not in ("best", "last", "hpc", "registry"):
@@ -132,7 +155,7 @@ class TumorlabCLI(LightningCLI):
             # the evaluation's folder lands beside the run it evaluates: <root>/<name>/<time>_test
             if not any(a.split("=", 1)[0] in ("--run.root", "--run.name") for a in self.argv):
                 cfg.run.root, cfg.run.name = str(self.tested.parent.parent), self.tested.parent.name
-        self._add_run_callbacks(cfg)
+        self._complete(cfg)
         self.run_dir = new_run_dir(cfg.run.root, cfg.run.name, self.subcommand)
         cfg.trainer.default_root_dir = str(self.run_dir)
         loggers = cfg.trainer.logger if isinstance(cfg.trainer.logger, list) else [cfg.trainer.logger]
@@ -140,15 +163,11 @@ class TumorlabCLI(LightningCLI):
             init_args = getattr(logger, "init_args", None)
             if init_args is not None and "save_dir" in init_args:
                 init_args.save_dir = str(self.run_dir)
-            if init_args is not None and str(logger.class_path).endswith("WandbLogger") and not init_args.get("name"):
-                init_args.name = cfg.run.name  # the W&B run is named like the run folder
-            if init_args is not None and str(logger.class_path).endswith("WandbLogger") and not init_args.get("tags"):
-                init_args.tags = list(cfg.run.tags) or None
 
     def _add_run_callbacks(self, cfg) -> None:
         """Add tumorlab's callbacks to the config itself, so that the saved config.yaml shows them."""
         wanted = []
-        if self.subcommand == "fit":
+        if self.command == "fit":
             wanted += ["tumorlab.callbacks.RNGState", "tumorlab.callbacks.ResumeCheckpoint"]
             wanted.append("tumorlab.epoch_log.EpochMetrics")
         if cfg.run.channels_last:
@@ -156,10 +175,10 @@ class TumorlabCLI(LightningCLI):
         if cfg.run.compile:
             wanted.append("tumorlab.callbacks.CompileModel")
         callbacks = list(cfg.trainer.callbacks or [])
-        if self.subcommand != "fit":  # a run's own config brings its training-only callbacks along
+        if self.command != "fit":  # a run's own config brings its training-only callbacks along
             callbacks = [cb for cb in callbacks if str(getattr(cb, "class_path", "")) not in _FIT_ONLY]
         monitor = cfg.model.get("init_args", Namespace()).get("monitor") if cfg.get("model") else None
-        if self.subcommand == "fit" and monitor and cfg.trainer.get("enable_checkpointing") is not False:
+        if self.command == "fit" and monitor and cfg.trainer.get("enable_checkpointing") is not False:
             if not any(_is_monitored_checkpoint(cb) for cb in callbacks):
                 callbacks.append(
                     Namespace(
