@@ -40,18 +40,23 @@ class _Shapes(Dataset):
 class ShapesDataModule(LightningDataModule):
     """In-memory contract batches (``image``, ``mask``, ``label``, ``patient``, ``image_path``) for task tests."""
 
-    def __init__(self, num_classes: int = 3, size: int = 32, n: int = 48, batch_size: int = 16, seed: int = 0) -> None:
+    def __init__(
+        self, num_classes: int = 3, size: int = 32, n: int = 48, batch_size: int = 16, seed: int = 0, poison: int = -1
+    ) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.class_names = [f"class {chr(97 + k)}" for k in range(num_classes)]
         self.in_channels = 3
         self.image_size = size
         self.size, self.n, self.batch_size, self.seed = size, n, batch_size, seed
+        self.poison = poison  # index of a training image set to NaN (-1: none), for the NaN guard's tests
         self.datasets: dict[str, _Shapes] = {}
 
     def setup(self, stage: str | None = None) -> None:
         for k, name in enumerate(("train", "val", "test")):
             self.datasets.setdefault(name, _Shapes(self.n, self.size, self.num_classes, self.seed + k, patients=6))
+        if self.poison >= 0:
+            self.datasets["train"].images[self.poison, 0, 0, 0] = float("nan")
 
     def class_weights(self) -> torch.Tensor:
         counts = torch.bincount(self.datasets["train"].labels, minlength=self.num_classes).float()

@@ -64,8 +64,13 @@ def test_data_keys_set_on_purpose_are_noted_not_refused(trained, cli):
         ),
         (["--data.image_size", "big"], "invalid value for 'data.image_size': expected int, got big"),
         (["--ckpt_path", "nowhere.ckpt"], "--ckpt_path nowhere.ckpt: no such checkpoint file or run folder"),
+        (["--data", "LGGDataModul"], "unknown class 'LGGDataModul' for 'data' (did you mean 'LGGDataModule'?)"),
+        (
+            ["--model.net", "UNetWithClasifier"],
+            "unknown class 'UNetWithClasifier' for 'model.net' (did you mean 'UNetWithClassifier'?)",
+        ),
     ],
-    ids=["typo", "abbreviation", "nested typo", "wrong type", "missing checkpoint"],
+    ids=["typo", "abbreviation", "nested typo", "wrong type", "missing checkpoint", "class typo", "net typo"],
 )
 def test_user_errors_are_one_line_and_create_nothing(args, line, cli, tmp_path, lgg_phantom):
     command = "test" if "--ckpt_path" in args else "fit"

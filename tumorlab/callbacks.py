@@ -15,7 +15,17 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-__all__ = ["BestCheckpoint", "RNGState", "ResumeCheckpoint", "ChannelsLast", "CompileModel", "monitor_mode"]
+from tumorlab.errors import ConfigError, DataError
+
+__all__ = [
+    "BestCheckpoint",
+    "FiniteGuard",
+    "RNGState",
+    "ResumeCheckpoint",
+    "ChannelsLast",
+    "CompileModel",
+    "monitor_mode",
+]
 
 
 class RNGState(Callback):
@@ -175,3 +185,46 @@ class CompileModel(Callback):
         target = getattr(pl_module, "net", pl_module)
         target.compile(mode=self.mode)
         self._done = True
+
+
+class FiniteGuard(Callback):
+    """Stop training, naming the batch and the step, when its images hold NaN/Inf or the loss turns NaN/Inf.
+
+    A run never goes on training with a non-finite loss: the exception ends ``fit`` before the epoch's
+    checkpoint is written, so ``checkpoints/last.ckpt`` keeps the last good epoch. The ``tumorlab`` command adds
+    this callback to every ``fit``.
+    """
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        images = batch.get("image") if isinstance(batch, dict) else None
+        if isinstance(images, torch.Tensor) and not bool(torch.isfinite(images).all()):
+            bad = (~torch.isfinite(images)).flatten(1).any(1).nonzero().flatten().tolist()
+            files = (
+                [str(batch["image_path"][i]) for i in bad] if "image_path" in batch else [f"sample {i}" for i in bad]
+            )
+            raise DataError(
+                f"training batch {batch_idx} of epoch {trainer.current_epoch} holds NaN or Inf pixel values "
+                f"({len(bad)} of {images.shape[0]} images, first: {files[0]}); check those files and data.normalize"
+            )
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor) and not bool(torch.isfinite(loss).all()):
+            last = _last_checkpoint(trainer)
+            kept = f"the last good checkpoint is {last}" if last else "no checkpoint had been written yet"
+            raise ConfigError(
+                f"the training loss became {float(loss.detach()):.4g} at epoch {trainer.current_epoch}, step "
+                f"{trainer.global_step} (batch {batch_idx}); training stopped and {kept}. A learning rate that "
+                "is too high is the usual cause: lower model.optimizer.init_args.lr"
+            )
+
+
+def _last_checkpoint(trainer: Trainer) -> str | None:
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ResumeCheckpoint) and callback.last_model_path:
+            return callback.last_model_path
+        if isinstance(callback, ResumeCheckpoint) and callback.best_model_path:
+            return callback.best_model_path
+    return None

@@ -58,10 +58,34 @@ def one_line(message: str, options: Iterable[str] = ()) -> str:
             if close:
                 hint = f" (did you mean '{key[: len(key) - len(wrong)]}{close[0]}'?)"
         return f"unknown key '{key}'{hint}"
+    wrong_class = re.search(
+        r"(?:Expected a dot import path string: |Import path )([\w.]+)|No module named '([\w.]+)'", message
+    )
+    if wrong_class and chain:
+        key = ".".join(chain)
+        given = re.search(r"Given value: ([\w.]+)", message)
+        if wrong_class.group(2) and given:
+            return f"cannot import '{given.group(1)}' for '{key}': no module named '{wrong_class.group(2)}'"
+        name = wrong_class.group(1) or wrong_class.group(2)
+        return f"unknown class '{name}' for '{key}'{_suggest(name.rsplit('.', 1)[-1], _known_classes(chain[-1]))}"
     expected = re.search(r"Expected a (<class '(\w+)'>|[^\n.]+)\.? Got value: ([^\n]+)", message)
     if expected and chain:
         kind = expected.group(2) or expected.group(1)
         key = f"{chain[0]}.{nested.group(1)}" if nested else ".".join(chain)
         return f"invalid value for '{key}': expected {kind}, got {expected.group(3).strip()}"
-    lines = [ln.strip() for ln in message.splitlines() if ln.strip() and not ln.strip().startswith("Given value")]
-    return lines[-1] if lines else message
+    noise = ("Given value", "Subtypes:", "Errors:", "Does not validate", "Parser key", "Problem with given class_path")
+    lines = [ln.strip().lstrip("- ") for ln in message.splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith(noise) and "NoneType" not in ln]
+    return lines[-1] if lines else message.strip().splitlines()[0]
+
+
+def _known_classes(key: str) -> list[str]:
+    """The short class names a key accepts among tumorlab's own (``data``, ``model``, ``net``)."""
+    import tumorlab.data
+    import tumorlab.models
+    import tumorlab.tasks
+
+    if key == "data":
+        return [n for n in tumorlab.data.__all__ if n.endswith("DataModule")]
+    models = [n for n in tumorlab.models.__all__ if n[0].isupper()]
+    return models if key == "net" else [*tumorlab.tasks.__all__, *models]

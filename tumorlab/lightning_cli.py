@@ -168,7 +168,11 @@ class TumorlabCLI(LightningCLI):
         """Add tumorlab's callbacks to the config itself, so that the saved config.yaml shows them."""
         wanted = []
         if self.command == "fit":
-            wanted += ["tumorlab.callbacks.RNGState", "tumorlab.callbacks.ResumeCheckpoint"]
+            wanted += [
+                "tumorlab.callbacks.RNGState",
+                "tumorlab.callbacks.ResumeCheckpoint",
+                "tumorlab.callbacks.FiniteGuard",
+            ]
             wanted.append("tumorlab.epoch_log.EpochMetrics")
         if cfg.run.channels_last:
             wanted.append("tumorlab.callbacks.ChannelsLast")
@@ -312,7 +316,7 @@ class TumorlabCLI(LightningCLI):
             print(f"predictions: {path} ({len(rows)} rows)")
 
 
-_FIT_ONLY = {f"tumorlab.callbacks.{n}" for n in ("RNGState", "ResumeCheckpoint", "BestCheckpoint")}
+_FIT_ONLY = {f"tumorlab.callbacks.{n}" for n in ("RNGState", "ResumeCheckpoint", "BestCheckpoint", "FiniteGuard")}
 _FIT_ONLY.add("tumorlab.epoch_log.EpochMetrics")
 
 
