@@ -116,6 +116,21 @@ class ResumeCheckpoint(ModelCheckpoint):
     def __init__(self) -> None:
         super().__init__(filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
 
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        """On Ctrl-C (SIGINT) save ``last.ckpt`` where training stopped and say how to resume; Lightning then
+        exits with status 1."""
+        if not isinstance(exception, KeyboardInterrupt) or self.dirpath is None:
+            return
+        path = f"{self.dirpath}/last.ckpt"
+        trainer.save_checkpoint(path)
+        if trainer.is_global_zero:
+            run_dir = str(trainer.default_root_dir)
+            print(
+                f"tumorlab: interrupted at epoch {trainer.current_epoch}, step {trainer.global_step}; saved {path}\n"
+                f"resume with: tumorlab {' '.join(sys.argv[1:])} --ckpt_path {run_dir}",
+                file=sys.stderr,
+            )
+
 
 def monitor_mode(metric: str) -> str:
     """``min`` for losses (a name containing ``loss``), ``max`` for every other metric tumorlab logs."""
