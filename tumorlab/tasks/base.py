@@ -13,6 +13,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torchmetrics import MaxMetric, MinMetric
 
+from tumorlab.callbacks import monitor_mode
 from tumorlab.errors import ConfigError
 
 __all__ = ["BEST_CHECKPOINT_KEY", "ClassWeights", "TumorTask"]
@@ -49,7 +50,7 @@ class TumorTask(LightningModule):
         self._class_weights_spec: ClassWeights = None
         # The values it sees are already synchronised over DDP ranks (logged with sync_dist or computed by
         # metric objects), so every rank holds the same best and compute() needs no collective call.
-        best = MinMetric if "loss" in monitor else MaxMetric
+        best = MinMetric if monitor_mode(monitor) == "min" else MaxMetric
         self.monitor_best = best(sync_on_compute=False)
 
     @property
