@@ -194,10 +194,14 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(rows) * len(shown) / 2 + 2), 4.2), dpi=110)
     x, width = np.arange(len(rows)), 0.8 / len(shown)
     for k, metric in enumerate(shown):
-        values = [r.get(metric) if r.get(metric) is not None else 0.0 for r in rows]
+        values = [r.get(metric) if r.get(metric) is not None else np.nan for r in rows]  # missing: no bar
         ax.bar(x + (k - (len(shown) - 1) / 2) * width, values, width, label=metric)
+    for k, row in enumerate(rows):
+        if all(row.get(m) is None for m in shown):
+            ax.text(k, 0.02, "no test metrics", ha="center", fontsize=8, color="grey")
     labels = [f"{r['model']}\n{r['run']}" + ("\n(other data)" if r["data_check"] != "same" else "") for r in rows]
     ax.set_xticks(x, labels, fontsize=7)
+    ax.set_xlim(-0.6, len(rows) - 0.4)  # runs without bars keep their place
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("test metric")
     ax.legend(fontsize=8, ncol=len(shown))
