@@ -175,17 +175,23 @@ def test_pick_slices_best_median_worst_among_tumour_slices():
     assert [label for label, _ in pick_slices(rows[:2])] == ["best"]  # one tumour slice: drawn once
 
 
-def test_one_class_auroc_is_null_with_a_reason(cnn_run, tmp_path):
-    _, test_dir = cnn_run
+def _crafted(test_dir: Path, tmp_path: Path, rows: list[dict]) -> Path:
+    """A copy of the run folder whose predictions.csv holds ``rows``."""
     crafted = tmp_path / test_dir.name
     shutil.copytree(test_dir, crafted)
-    rows = _rows(test_dir)
-    for row in rows:
-        row["true_class"] = "tumour"
     with open(crafted / "predictions.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    return crafted
+
+
+def test_one_class_auroc_is_null_with_a_reason(cnn_run, tmp_path):
+    _, test_dir = cnn_run
+    rows = _rows(test_dir)
+    for row in rows:
+        row["true_class"] = "tumour"
+    crafted = _crafted(test_dir, tmp_path, rows)
     write_report(crafted)
     metrics = _metrics(crafted)
     assert metrics["source"]["made_by_predict_run"] is None  # the crafted file is used as it is
@@ -196,6 +202,19 @@ def test_one_class_auroc_is_null_with_a_reason(cnn_run, tmp_path):
     assert metrics["overall"]["recall"] == pytest.approx(np.mean([r["predicted_class"] == "tumour" for r in rows]))
     assert "n/a" in (crafted / "report.md").read_text()
     assert_real_png(crafted / "figures" / "roc_pr.png")
+
+
+def test_only_test_rows_are_scored_and_unlabelled_rows_are_left_out(cnn_run, tmp_path):
+    _, test_dir = cnn_run
+    rows = _rows(test_dir)
+    train = [{**r, "split": "train", "true_class": "no_tumour", "predicted_class": "tumour"} for r in rows]
+    unlabelled = {**rows[0], "true_class": ""}
+    crafted = _crafted(test_dir, tmp_path, [*train, *rows, unlabelled])
+    write_report(crafted, slice_panel=False)
+    metrics, reference = _metrics(crafted), _metrics(test_dir)
+    assert metrics["source"]["rows_in_file"] == 2 * len(rows) + 1 and metrics["source"]["splits"] == ["test"]
+    assert metrics["samples"] == len(rows) and metrics["unlabelled_rows_left_out"] == 1
+    assert metrics["overall"] == reference["overall"]
 
 
 def test_multiclass_macro_metrics_and_a_missing_class():

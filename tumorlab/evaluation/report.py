@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tumorlab.errors import DataError
 from tumorlab.evaluation.loading import RunFolder, load_model, predictions_of, read_predictions, read_run
 from tumorlab.evaluation.markdown import report_markdown
 from tumorlab.evaluation.metrics import compute_metrics, parse_predictions
@@ -39,13 +40,19 @@ def write_report(run_dir: str | Path, *, slice_panel: bool = True) -> Path:
     """
     run = read_run(run_dir)
     csv_path, made_by = predictions_of(run)
-    rows = read_predictions(csv_path)
+    every_row = read_predictions(csv_path)
+    splits = sorted({r.get("split", "") for r in every_row})
+    # `predict --data.predict_split all` writes train, val and test rows: the report scores the test rows only
+    rows = [r for r in every_row if r.get("split") == "test"] if len(splits) > 1 and "test" in splits else every_row
     parsed = parse_predictions(rows)
+    if not len(parsed.y_true):
+        raise DataError(f"{csv_path}: no row with a known true_class, nothing to score against")
     metrics = compute_metrics(parsed)
     metrics["source"] = {
         "predictions": str(csv_path),
         "made_by_predict_run": str(made_by) if made_by else None,
         "rows": len(rows),
+        "rows_in_file": len(every_row),
         "splits": sorted({r.get("split", "") for r in rows}),
     }
     out = run.path / FIGURES_DIR
@@ -146,8 +153,6 @@ def _slice_panel(run: RunFolder, rows: list[dict[str, str]], path: Path) -> tupl
 
 def _dataset_item(dm, row: dict[str, str]) -> dict:
     """The data module's item for ``row`` (normalised, never augmented), found by its file path."""
-    from tumorlab.errors import DataError
-
     split = row.get("split") or "test"
     dataset = dm.datasets[split]
     if split == "train":  # as predict_dataset: training images with the evaluation transform
