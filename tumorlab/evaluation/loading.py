@@ -7,6 +7,7 @@ A run folder (``runs/<name>/<time>_<command>/``) holds ``config.yaml`` and ``run
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import os
@@ -150,7 +151,8 @@ def load_model(run: RunFolder, checkpoint: str | None = None):
     """``(task, datamodule)`` of a run, rebuilt from its ``config.yaml`` with the checkpoint's weights.
 
     The config is instantiated as ``tumorlab`` does (jsonargparse, the data module's sizes linked into the
-    network); the normalisation applied in training is in the saved ``data.normalize``. The data module is
+    network); the normalisation applied in training is in the saved ``data.normalize``. Pretrained weights
+    (``encoder_weights``, ``pretrained``) are not downloaded: the checkpoint replaces them. The data module is
     not set up; the task is in eval mode on the CPU.
     """
     import torch
@@ -167,7 +169,13 @@ def load_model(run: RunFolder, checkpoint: str | None = None):
     parser.add_subclass_arguments(LightningModule, "model")
     for name in LINKED_NET_ARGS:
         parser.link_arguments(f"data.{name}", f"model.init_args.net.init_args.{name}", apply_on="instantiate")
-    parsed = parser.parse_object({"data": run.config["data"], "model": run.config["model"]})
+    model = copy.deepcopy(run.config["model"])
+    net_args = ((model.get("init_args") or {}).get("net") or {}).get("init_args") or {}
+    # The checkpoint holds every weight: downloading pretrained ones first would only fail offline.
+    for key, off in (("encoder_weights", None), ("pretrained", False)):
+        if net_args.get(key):
+            net_args[key] = off
+    parsed = parser.parse_object({"data": run.config["data"], "model": model})
     built = parser.instantiate(parsed)
     checkpoint = checkpoint or run.checkpoint()
     if checkpoint is None:

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,12 @@ def write_report(run_dir: str | Path, *, slice_panel: bool = True) -> Path:
     out.mkdir(exist_ok=True)
     figures = _draw(run, parsed, metrics, out)
     if slice_panel and parsed.dice is not None:
-        panel, picked = _slice_panel(run, rows, out / "slices.png")
+        try:
+            panel, picked = _slice_panel(run, rows, out / "slices.png")
+        except (OSError, RuntimeError, ValueError) as err:  # the model or its images cannot be loaded here
+            print(f"tumorlab: warning: slice panel skipped: {err}", file=sys.stderr)
+            panel, picked = None, []
+            metrics["slice_panel_skipped"] = str(err)
         metrics["slice_panel"] = picked
         if panel is not None:
             figures["slices"] = panel
