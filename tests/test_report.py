@@ -244,6 +244,9 @@ def test_multiclass_macro_metrics_and_a_missing_class():
     )
     assert metrics["overall"]["auroc"] is None and "pituitary" in metrics["undefined"]["overall.auroc"]
     assert metrics["per_class"]["pituitary"]["recall"] is None  # no pituitary sample
+    defined = [metrics["per_class"][n]["recall"] for n in names[:3]]
+    assert metrics["overall"]["recall"] == pytest.approx(np.mean(defined))  # macro over the 3 defined classes
+    assert "pituitary" in metrics["notes"]["overall.recall"] and "3 of 4" in metrics["notes"]["overall.recall"]
     assert metrics["per_class"]["pituitary"]["precision"] == 0.0  # one predicted, wrongly: defined, 0
     assert metrics["per_class"]["glioma"]["auroc"] == pytest.approx(
         roc_auc_score(np.array(y) == 0, [float(r["prob_glioma"]) for r in rows])

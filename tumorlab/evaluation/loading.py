@@ -95,11 +95,12 @@ def read_predictions(path: str | Path) -> list[dict[str, str]]:
 
 
 def _predict_argv(run: RunFolder, checkpoint: str) -> list[str]:
-    """``tumorlab predict`` arguments that repeat this run's evaluation on its test split."""
+    """``tumorlab predict`` arguments that repeat this run's evaluation (its split: val for ``validate``)."""
     argv = list(run.record.get("argv") or [])[2:] if run.command != "fit" else []
     # Test-only options have no meaning for predict; W&B gets no run for a report's helper.
     argv = [a for a in argv if a.split("=", 1)[0] != "--verbose"]
-    return ["predict", *argv, "--ckpt_path", checkpoint, "--data.predict_split", "test", "--trainer.logger", "false"]
+    split = "val" if run.command == "validate" else "test"  # the split the run evaluated
+    return ["predict", *argv, "--ckpt_path", checkpoint, "--data.predict_split", split, "--trainer.logger", "false"]
 
 
 def _run_predict(argv: list[str]) -> Path:
@@ -130,9 +131,10 @@ def predictions_of(run: RunFolder) -> tuple[Path, Path | None]:
     """``(predictions.csv of the run folder, the predict run that wrote it or None)``.
 
     A run folder without ``predictions.csv`` (a fit or a plain ``test``) gets one: ``tumorlab predict`` runs
-    in this process on the checkpoint the run evaluated (its best one for a fit), on the test split, with the
-    evaluation's own command line (its data overrides included); its file is copied into the run folder and
-    its own run folder (beside the fit run, ``<time>_predict``) stays as the record of how it was made.
+    in this process on the checkpoint the run evaluated (its best one for a fit), on the test split (the
+    validation split for a ``validate`` run), with the evaluation's own command line (its data overrides
+    included); its file is copied into the run folder and its own run folder (beside the fit run,
+    ``<time>_predict``) stays as the record of how it was made.
     """
     target = run.path / "predictions.csv"
     if target.is_file():

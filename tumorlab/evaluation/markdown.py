@@ -92,6 +92,8 @@ def _metric_tables(metrics: dict[str, Any]) -> list[str]:
         columns = ["slices", "tumour_slices", "accuracy", "mean_slice_dice", "mean_slice_dice_tumour"]
         lines += ["", f"Per patient ({metrics['per_patient']['dice']}):", ""]
         lines += _table(["patient", *columns], [[p, *(v[c] for c in columns)] for p, v in patients.items()])
+    if metrics.get("notes"):
+        lines += ["", "Notes:", ""] + [f"- `{key}`: {note}" for key, note in metrics["notes"].items()]
     if metrics["undefined"]:
         lines += ["", "Undefined on this data (n/a above):", ""]
         lines += [f"- `{key}`: {reason}" for key, reason in metrics["undefined"].items()]

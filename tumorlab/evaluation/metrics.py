@@ -3,7 +3,8 @@
 Two classes are scored as the tasks log them: precision, recall, F1 and F2 of the positive class (the second
 class, e.g. ``tumour``) and AUROC of its probability; more classes as macro averages and one-vs-rest AUROC.
 A metric that the data leaves undefined (AUROC with one class present, precision of a class never predicted)
-is ``None``, and ``undefined`` maps its dotted name to the reason, so no NaN and no silent 0 reach a table.
+is ``None``, and ``undefined`` maps its dotted name to the reason, so no NaN and no silent 0 reach a table;
+a macro mean leaves such classes out and says so in ``notes``.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def _per_class(p: Predictions, undefined: dict[str, str]) -> dict[str, dict[str,
     return out
 
 
-def _overall(p: Predictions, per_class: dict, undefined: dict[str, str]) -> dict[str, Any]:
+def _overall(p: Predictions, per_class: dict, undefined: dict[str, str], notes: dict[str, str]) -> dict[str, Any]:
     from sklearn.metrics import accuracy_score, fbeta_score, precision_score, recall_score, roc_auc_score
 
     n = len(p.y_true)
@@ -134,8 +135,14 @@ def _overall(p: Predictions, per_class: dict, undefined: dict[str, str]) -> dict
         else:
             result["auroc"] = float(roc_auc_score(p.y_true, p.probs, multi_class="ovr", average="macro", labels=labels))
         for key in ("precision", "recall", "f1", "f2"):
+            left_out = [name for name in p.names if per_class[name][key] is None]
             if result[key] is None:
                 undefined[f"overall.{key}"] = f"undefined for every class (see per_class.*.{key})"
+            elif left_out:  # scikit-learn's zero_division=nan averages over the classes where it is defined
+                notes[f"overall.{key}"] = (
+                    f"macro mean over {len(p.names) - len(left_out)} of {len(p.names)} classes; undefined for "
+                    f"{', '.join(left_out)} (see per_class), which are left out"
+                )
     if result["accuracy"] is None:
         undefined["overall.accuracy"] = "no labelled samples"
     if p.dice is not None:
@@ -178,11 +185,13 @@ def _per_patient(p: Predictions, undefined: dict[str, str]) -> dict[str, Any]:
 
 
 def compute_metrics(p: Predictions) -> dict[str, Any]:
-    """``overall``, ``per_class``, ``confusion_matrix``, ``per_patient`` (where there is Dice) and
-    ``undefined`` (dotted metric name -> why it is ``None``), recomputed from ``p``."""
+    """``overall``, ``per_class``, ``confusion_matrix``, ``per_patient`` (where there is Dice), ``undefined``
+    (dotted metric name -> why it is ``None``) and ``notes`` (dotted name -> how a macro mean was taken where
+    some classes leave the metric undefined), recomputed from ``p``."""
     from sklearn.metrics import confusion_matrix
 
     undefined: dict[str, str] = {}
+    notes: dict[str, str] = {}
     per_class = _per_class(p, undefined)
     labels = list(range(len(p.names)))
     matrix = confusion_matrix(p.y_true, p.y_pred, labels=labels) if len(p.y_true) else np.zeros((len(labels),) * 2)
@@ -191,7 +200,7 @@ def compute_metrics(p: Predictions) -> dict[str, Any]:
         "average": f"binary: the positive class {p.names[1]!r}" if len(p.names) == 2 else "macro over classes",
         "samples": len(p.y_true),
         "unlabelled_rows_left_out": p.unlabelled,
-        "overall": _overall(p, per_class, undefined),
+        "overall": _overall(p, per_class, undefined, notes),
         "per_class": per_class,
         "confusion_matrix": {
             "rows": "true class",
@@ -201,4 +210,5 @@ def compute_metrics(p: Predictions) -> dict[str, Any]:
         },
         "per_patient": _per_patient(p, undefined) if p.dice is not None else None,
         "undefined": undefined,
+        "notes": notes,
     }
