@@ -100,7 +100,19 @@ def _predict_argv(run: RunFolder, checkpoint: str) -> list[str]:
     # Test-only options have no meaning for predict; W&B gets no run for a report's helper.
     argv = [a for a in argv if a.split("=", 1)[0] != "--verbose"]
     split = "val" if run.command == "validate" else "test"  # the split the run evaluated
-    return ["predict", *argv, "--ckpt_path", checkpoint, "--data.predict_split", split, "--trainer.logger", "false"]
+    # One process: a DDP launcher would start this report's own command line again in each new process.
+    single = ["--trainer.devices", "1", "--trainer.num_nodes", "1", "--trainer.strategy", "auto"]
+    return [
+        "predict",
+        *argv,
+        "--ckpt_path",
+        checkpoint,
+        "--data.predict_split",
+        split,
+        *single,
+        "--trainer.logger",
+        "false",
+    ]
 
 
 def _run_predict(argv: list[str]) -> Path:
