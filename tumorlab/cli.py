@@ -199,6 +199,26 @@ def _audit(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _report(ns: argparse.Namespace) -> int:
+    from tumorlab.evaluation.report import write_report
+    from tumorlab.quiet import quiet_known_noise
+
+    quiet_known_noise()
+    path = write_report(ns.run_dir, slice_panel=not ns.no_slices)
+    print(f"report: {path}\nmetrics: {path.with_name('metrics.json')}\nfigures: {path.with_name('figures')}")
+    return 0
+
+
+def _compare(ns: argparse.Namespace) -> int:
+    from tumorlab.evaluation.compare import compare_runs
+
+    result = compare_runs(ns.run_dirs, sort=ns.sort or None, out_dir=ns.out)
+    print(result.markdown.read_text(), end="")
+    written = [result.markdown, result.csv] + ([result.png] if result.png else [])
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of the plain subcommands; the LightningCLI ones are listed for ``--help`` only."""
     parser = argparse.ArgumentParser(
@@ -266,6 +286,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     audit.add_argument("--seed", type=int, default=42, help="seed of the split that is reported (default 42)")
     audit.set_defaults(func=_audit)
+
+    report = sub.add_parser(
+        "report",
+        help="write a run's metrics.json, figures and report.md, recomputed from its predictions.csv",
+        description="Recompute a run's metrics from its predictions.csv with scikit-learn (overall, per class, "
+        "confusion matrix, per patient for segmentation) and draw its figures (confusion matrix, ROC and "
+        "precision-recall curves, training curves, per-patient Dice, best/median/worst slices) into the run "
+        "folder, with report.md. A folder without predictions.csv gets one from `tumorlab predict` first.",
+    )
+    report.add_argument("run_dir", help="a test run folder (runs/<name>/<time>_test) or a fit run folder")
+    report.add_argument(
+        "--no-slices", action="store_true", help="skip the slice panel (it loads the model and its data)"
+    )
+    report.set_defaults(func=_report)
+
+    compare = sub.add_parser(
+        "compare",
+        help="put runs side by side: one row per run as Markdown, CSV and a bar chart",
+        description="One row per run (fit or test folder): model, data, train/val accuracy and loss at the "
+        "best epoch of metrics.csv, the test metrics of run.json, parameters, training time and epochs. Runs "
+        "on other data are flagged in the data_check column; folders that are not runs are skipped with a warning.",
+    )
+    compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders; quoted globs are expanded")
+    compare.add_argument(
+        "--sort", default="test/f1", help="column to sort by, best first (default test/f1; '' keeps the order)"
+    )
+    compare.add_argument("--out", default="comparison", help="folder for comparison.md/.csv/.png (default comparison)")
+    compare.set_defaults(func=_compare)
     return parser
 
 

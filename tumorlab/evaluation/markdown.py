@@ -1,0 +1,131 @@
+"""``report.md`` of a run: what was trained on what, how long, the recomputed metrics and the figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tumorlab.evaluation.loading import RunFolder
+
+__all__ = ["data_facts", "number", "report_markdown"]
+
+_DATA_KEYS = ("root", "csv", "task", "image_size", "channels", "classes", "split", "num_folds", "fold", "seed")
+
+
+def number(value: Any, digits: int = 4) -> str:
+    """A table cell: 4 decimals for floats, ``n/a`` for a missing or undefined value."""
+    if value is None or value == "":
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def data_facts(config: dict[str, Any]) -> dict[str, Any]:
+    """The data module's class and the keys that decide which images land in which split."""
+    data = config.get("data") or {}
+    init = data.get("init_args") or {}
+    facts = {"data module": data.get("class_path")}
+    facts.update({k: init[k] for k in _DATA_KEYS if k in init and init[k] is not None})
+    if not init.get("num_folds"):
+        facts.pop("fold", None)  # a hold-out split: the fold key has no meaning
+    facts["seed_everything"] = config.get("seed_everything")
+    return facts
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(number(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def _model_lines(config: dict[str, Any]) -> list[str]:
+    model = config.get("model") or {}
+    init = model.get("init_args") or {}
+    net = init.get("net") or {}
+    optimizer = init.get("optimizer") or {}
+    lr = (optimizer.get("init_args") or {}).get("lr") if isinstance(optimizer, dict) else None
+    return [
+        f"- task: `{model.get('class_path')}`, monitored metric `{init.get('monitor')}`",
+        f"- network: `{net.get('class_path')}` with `{net.get('init_args') or {}}`",
+        f"- optimiser: `{optimizer.get('class_path') if isinstance(optimizer, dict) else optimizer}`, lr {lr}",
+    ]
+
+
+def _training_lines(run: RunFolder) -> list[str]:
+    fit = run.fit_record
+    params = run.record.get("parameters") or fit.get("parameters") or {}
+    seconds = fit.get("train_time_s")
+
+    def count(value: Any) -> str:
+        return f"{value:,}" if isinstance(value, int) else number(value)
+
+    return [
+        f"- parameters: {count(params.get('trainable'))} trainable of {count(params.get('total'))}",
+        f"- training: {number(fit.get('epochs'))} epochs in {number(seconds, 1)} s (fit run `{run.fit_dir}`)",
+        f"- best checkpoint: `{fit.get('best_checkpoint')}` {fit.get('best_score') or ''}",
+        f"- evaluated checkpoint: `{run.checkpoint()}`",
+    ]
+
+
+def _metric_tables(metrics: dict[str, Any]) -> list[str]:
+    overall = metrics["overall"]
+    keys = [
+        k
+        for k in ("accuracy", "precision", "recall", "f1", "f2", "auroc", "mean_slice_dice", "mean_slice_dice_tumour")
+        if k in overall
+    ]
+    lines = [f"Overall ({metrics['samples']} samples; precision to AUROC: {metrics['average']}):", ""]
+    lines += _table(keys, [[overall[k] for k in keys]])
+    per_class = metrics["per_class"]
+    columns = ["support", "predicted", "precision", "recall", "f1", "f2", "auroc"]
+    lines += ["", "Per class (one vs rest):", ""]
+    lines += _table(["class", *columns], [[name, *(v[c] for c in columns)] for name, v in per_class.items()])
+    names = metrics["confusion_matrix"]["class_names"]
+    lines += ["", "Confusion matrix (rows: true class, columns: predicted class):", ""]
+    lines += _table(
+        ["true \\ predicted", *names],
+        [[n, *row] for n, row in zip(names, metrics["confusion_matrix"]["matrix"], strict=True)],
+    )
+    if metrics.get("per_patient"):
+        patients = metrics["per_patient"]["patients"]
+        columns = ["slices", "tumour_slices", "accuracy", "mean_slice_dice", "mean_slice_dice_tumour"]
+        lines += ["", f"Per patient ({metrics['per_patient']['dice']}):", ""]
+        lines += _table(["patient", *columns], [[p, *(v[c] for c in columns)] for p, v in patients.items()])
+    if metrics.get("notes"):
+        lines += ["", "Notes:", ""] + [f"- `{key}`: {note}" for key, note in metrics["notes"].items()]
+    if metrics["undefined"]:
+        lines += ["", "Undefined on this data (n/a above):", ""]
+        lines += [f"- `{key}`: {reason}" for key, reason in metrics["undefined"].items()]
+    return lines
+
+
+def report_markdown(run: RunFolder, metrics: dict[str, Any], figures: dict[str, Path]) -> str:
+    """The whole ``report.md`` text; ``figures`` maps figure names to paths relative to the run folder."""
+    source = metrics["source"]
+    lines = [f"# Report: {run.path.parent.name} / {run.path.name}", ""]
+    lines += [
+        f"Run folder `{run.path}` ({run.command}). Every number below is recomputed with scikit-learn from "
+        f"`predictions.csv` ({source['rows']} rows, split {', '.join(source['splits'])}); the test command's "
+        "own metrics in run.json can differ where it was limited to some batches "
+        "(`trainer.limit_test_batches`).",
+        "",
+    ]
+    if source.get("made_by_predict_run"):
+        lines += [
+            f"`predictions.csv` was made for this report by `tumorlab predict` in `{source['made_by_predict_run']}`.",
+            "",
+        ]
+    lines += ["## Data", ""] + [f"- {k}: `{v}`" for k, v in data_facts(run.config).items()] + [""]
+    lines += ["## Model", ""] + _model_lines(run.config) + [""]
+    lines += ["## Training", ""] + _training_lines(run) + [""]
+    lines += ["## Metrics", ""] + _metric_tables(metrics) + [""]
+    lines += ["## Figures", ""]
+    for name, path in figures.items():
+        lines += [f"### {name.replace('_', ' ')}", "", f"![{name}]({path.as_posix()})", ""]
+    for item in metrics.get("slice_panel") or []:
+        lines.append(
+            f"- {item['label']}: `{item['file']}` Dice {item['dice_recomputed']:.4f} "
+            f"(predictions.csv: {item['dice_csv']:.4f})"
+        )
+    return "\n".join(lines).rstrip() + "\n"

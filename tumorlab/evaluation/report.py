@@ -1,0 +1,169 @@
+"""The report of a run: ``metrics.json``, figures and ``report.md``, all from the run's ``predictions.csv``.
+
+``tumorlab report RUN_DIR`` (a test or a fit run folder) and ``write_report(run_dir)`` write into the run folder:
+
+- ``predictions.csv``: made first where the folder has none (see ``loading.predictions_of``); the source of
+  every number below;
+- ``metrics.json``: overall, per class, confusion matrix and, with segmentation (a ``dice`` column), per
+  patient, recomputed with scikit-learn (``tumorlab.evaluation.metrics``);
+- ``figures/``: ``confusion_matrix.png`` (counts and row-normalised), ``roc_pr.png`` (one-vs-rest ROC with
+  AUC, precision-recall), ``training_curves.png`` (loss and the monitored metric per epoch, from the fit run's
+  ``metrics.csv``), and with segmentation ``patient_dice.png`` and ``slices.png`` (the best, median and worst
+  tumour slices by Dice, masks predicted again by the model);
+- ``report.md``: data, model, parameters, training time, the tables and the figures.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from tumorlab.errors import DataError
+from tumorlab.evaluation.loading import RunFolder, load_model, predictions_of, read_predictions, read_run
+from tumorlab.evaluation.markdown import report_markdown
+from tumorlab.evaluation.metrics import compute_metrics, parse_predictions
+
+__all__ = ["FIGURES_DIR", "pick_slices", "write_report"]
+
+FIGURES_DIR = "figures"
+
+
+def write_report(run_dir: str | Path, *, slice_panel: bool = True) -> Path:
+    """Write ``metrics.json``, ``figures/*.png`` and ``report.md`` into ``run_dir``; return ``report.md``'s path.
+
+    Args:
+        run_dir: a ``test`` (or ``validate``/``predict``) run folder, or a ``fit`` run folder.
+        slice_panel: draw ``slices.png`` for segmentation runs (loads the model and runs it on three slices).
+
+    The figures' paths are listed in ``metrics.json`` under ``figures`` (all of them lie in ``figures/``).
+    """
+    run = read_run(run_dir)
+    csv_path, made_by = predictions_of(run)
+    every_row = read_predictions(csv_path)
+    splits = sorted({r.get("split", "") for r in every_row})
+    # `predict --data.predict_split all` writes train, val and test rows: the report scores the test rows only
+    rows = [r for r in every_row if r.get("split") == "test"] if len(splits) > 1 and "test" in splits else every_row
+    parsed = parse_predictions(rows)
+    if not len(parsed.y_true):
+        raise DataError(f"{csv_path}: no row with a known true_class, nothing to score against")
+    metrics = compute_metrics(parsed)
+    metrics["source"] = {
+        "predictions": str(csv_path),
+        "made_by_predict_run": str(made_by) if made_by else None,
+        "rows": len(rows),
+        "rows_in_file": len(every_row),
+        "splits": sorted({r.get("split", "") for r in rows}),
+    }
+    out = run.path / FIGURES_DIR
+    out.mkdir(exist_ok=True)
+    figures = _draw(run, parsed, metrics, out)
+    if slice_panel and parsed.dice is not None:
+        try:
+            panel, picked = _slice_panel(run, rows, out / "slices.png")
+        except (OSError, RuntimeError, ValueError) as err:  # the model or its images cannot be loaded here
+            print(f"tumorlab: warning: slice panel skipped: {err}", file=sys.stderr)
+            panel, picked = None, []
+            metrics["slice_panel_skipped"] = str(err)
+        metrics["slice_panel"] = picked
+        if panel is not None:
+            figures["slices"] = panel
+    metrics["figures"] = {k: str(v) for k, v in figures.items()}
+    (run.path / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    report = run.path / "report.md"
+    report.write_text(report_markdown(run, metrics, {k: v.relative_to(run.path) for k, v in figures.items()}))
+    return report
+
+
+def _draw(run: RunFolder, parsed, metrics: dict[str, Any], out: Path) -> dict[str, Path]:
+    from tumorlab.evaluation.figures import plot_confusion, plot_patient_dice, plot_roc_pr
+    from tumorlab.reports import plot_curves
+
+    figures = {
+        "confusion_matrix": plot_confusion(
+            metrics["confusion_matrix"]["matrix"], parsed.names, out / "confusion_matrix.png"
+        ),
+        "roc_pr": plot_roc_pr(parsed.y_true, parsed.probs, parsed.names, out / "roc_pr.png"),
+    }
+    curves = run.fit_dir / "metrics.csv" if run.fit_dir else None
+    if curves is not None and curves.is_file():
+        fit_config = read_run(run.fit_dir).config
+        monitor = (fit_config.get("model") or {}).get("init_args", {}).get("monitor")
+        drawn = plot_curves(curves, monitor, out / "training_curves.png")
+        if drawn is not None:
+            figures["training_curves"] = Path(drawn)
+    if metrics.get("per_patient"):
+        figures["patient_dice"] = plot_patient_dice(metrics["per_patient"]["patients"], out / "patient_dice.png")
+    return figures
+
+
+def pick_slices(rows: list[dict[str, str]]) -> list[tuple[str, dict[str, str]]]:
+    """The best, median and worst slice by ``dice`` among the tumour slices (true class other than
+    ``no_tumour``), as ``(label, row)``; fewer where there are fewer than three tumour slices."""
+    tumour = [r for r in rows if r.get("true_class") not in ("", "no_tumour") and r.get("dice") not in (None, "")]
+    ranked = sorted(tumour, key=lambda r: float(r["dice"]))
+    if not ranked:
+        return []
+    chosen = [("best", ranked[-1]), ("median", ranked[len(ranked) // 2]), ("worst", ranked[0])]
+    seen, unique = set(), []
+    for label, row in chosen:
+        if row["file"] not in seen:
+            seen.add(row["file"])
+            unique.append((label, row))
+    return unique
+
+
+def _slice_panel(run: RunFolder, rows: list[dict[str, str]], path: Path) -> tuple[Path | None, list[dict]]:
+    """Predict the masks of the picked slices again with the run's model and draw them over FLAIR."""
+    import torch
+
+    from tumorlab.evaluation.figures import plot_slices
+    from tumorlab.tasks.metrics import slice_dice
+
+    picked = pick_slices(rows)
+    if not picked:
+        return None, []
+    task, dm = load_model(run)
+    dm.setup("test")
+    channels = list(getattr(dm, "channels", None) or [0, 1, 2])
+    flair = channels.index(1) if 1 in channels else 0  # kaggle_3m channel 1 is FLAIR
+    items, record = [], []
+    for label, row in picked:
+        item = _dataset_item(dm, row)
+        with torch.no_grad():
+            out = task(item["image"][None])
+        pred = (getattr(out, "mask_logits", out)[0, 0] > 0).numpy()
+        true = (item["mask"][0] > 0.5).numpy()
+        dice = float(slice_dice(torch.from_numpy(pred).reshape(1, -1), torch.from_numpy(true).reshape(1, -1))[0])
+        name = Path(row["file"]).name
+        items.append(
+            {
+                "title": f"{label}: {name}\nDice {dice:.3f}",
+                "image": item["image"][flair].numpy(),
+                "true": true,
+                "pred": pred,
+            }
+        )
+        record.append(
+            {
+                "label": label,
+                "file": row["file"],
+                "patient": row.get("patient"),
+                "dice_csv": float(row["dice"]),
+                "dice_recomputed": dice,
+            }
+        )
+    return plot_slices(items, path), record
+
+
+def _dataset_item(dm, row: dict[str, str]) -> dict:
+    """The data module's item for ``row`` (normalised, never augmented), found by its file path."""
+    split = row.get("split") or "test"
+    dataset = dm.datasets[split]
+    if split == "train":  # as predict_dataset: training images with the evaluation transform
+        dataset = dataset.with_transform(dm.datasets["val"].transform)
+    for k, sample in enumerate(dataset.samples):
+        if str(sample.image) == row["file"]:
+            return dataset[k]
+    raise DataError(f"{row['file']}: not in the {split} split of the run's data (was the data root moved?)")
