@@ -190,8 +190,9 @@ def test_fit_then_test_then_predict(tmp_path, lgg_phantom, cli):
     assert "test metrics:" in r.stdout and str(test_dir) in r.stdout
     confusion = json.loads((test_dir / "confusion_matrix.json").read_text())
     assert np.array(confusion["matrix"]).sum() == len(list(_test_slices(fit_dir)))
-    assert (test_dir / "confusion_matrix.png").is_file()
-    assert list((test_dir / "wandb").glob("offline-run-*/files/media/images/test/figures_*.png")), "figure on W&B"
+    assert (test_dir / "report.md").is_file() and (test_dir / "figures" / "confusion_matrix.png").is_file()
+    logged = {p.name.split("_")[0] for p in (test_dir / "wandb").glob("offline-run-*/files/media/images/test/*.png")}
+    assert {"confusion", "roc"} <= logged, f"the report's figures are on W&B: {logged}"
 
     # predict writes one row per test slice; accuracy and AUROC recomputed from it match `tumorlab test`
     r = cli(
@@ -210,7 +211,7 @@ def test_fit_then_test_then_predict(tmp_path, lgg_phantom, cli):
         cwd=tmp_path,
     )
     assert r.returncode == 0, r.stderr[-3000:]
-    pred_dir = next(p for p in (tmp_path / "out" / "e2e").iterdir() if p.name.endswith("_predict"))
+    pred_dir = max(p for p in (tmp_path / "out" / "e2e").iterdir() if p.name.endswith("_predict"))
     with open(pred_dir / "predictions.csv") as f:
         rows = list(csv.DictReader(f))
     truth = np.array(
@@ -221,5 +222,6 @@ def test_fit_then_test_then_predict(tmp_path, lgg_phantom, cli):
     assert np.isclose((prob > 0.5).astype(int).__eq__(truth).mean(), metrics["acc"], atol=1e-6)
     if 0 < truth.sum() < len(truth):
         assert np.isclose(roc_auc_score(truth, prob), metrics["auroc"], atol=1e-4)
-    assert len({p.name for p in (tmp_path / "out" / "e2e").iterdir()}) == 3, "no run overwrote another"
+    # fit, test, the predict pass of the test's report, predict: four folders, none overwrote another
+    assert len({p.name for p in (tmp_path / "out" / "e2e").iterdir()}) == 4, "no run overwrote another"
     assert os.listdir(tmp_path / "out" / "e2e")

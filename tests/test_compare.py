@@ -20,13 +20,13 @@ CNN9 = str(REPO / "configs" / "experiments" / "lgg_cnn9.yaml")
 def _fit(root: Path, name: str, phantom: Path, *extra: str) -> Path:
     args = ["--config", CNN9, *FAST_TRAINER, "--data.root", str(phantom), "--data.image_size", "32"]
     assert main(["fit", *args, "--data.num_workers", "0", *extra, "--run.root", str(root), "--run.name", name]) == 0
-    (fit_dir,) = (root / name).iterdir()
+    (fit_dir,) = [p for p in (root / name).iterdir() if p.name.endswith("_fit")]
     return fit_dir
 
 
 def _test(fit_dir: Path) -> Path:
     before = set(fit_dir.parent.iterdir())
-    assert main(["test", "--ckpt_path", str(fit_dir), "--trainer.logger", "false"]) == 0
+    assert main(["test", "--ckpt_path", str(fit_dir), "--trainer.logger", "false", "--run.report", "false"]) == 0
     (test_dir,) = set(fit_dir.parent.iterdir()) - before
     return test_dir
 

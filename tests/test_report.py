@@ -35,7 +35,8 @@ def _fit_and_test(root: Path, name: str, config: str, phantom: Path, *extra: str
     args += ["--data.num_workers", "0", *extra, "--run.root", str(root), "--run.name", name]
     assert main(["fit", *args, "--trainer.max_epochs", "2"]) == 0
     (fit_dir,) = (root / name).iterdir()
-    assert main(["test", "--ckpt_path", str(fit_dir), "--trainer.logger", "false"]) == 0
+    # --run.report false: `tumorlab report` (tested below) makes the predictions and the report itself
+    assert main(["test", "--ckpt_path", str(fit_dir), "--trainer.logger", "false", "--run.report", "false"]) == 0
     (test_dir,) = set((root / name).iterdir()) - {fit_dir}
     return fit_dir, test_dir
 

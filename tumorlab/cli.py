@@ -155,8 +155,11 @@ def configure_wandb_mode() -> None:
     mode = os.environ.get("WANDB_MODE")
     if mode not in ("offline", "disabled", "dryrun") and not _has_wandb_credentials():
         if mode == "online":
-            print("tumorlab: warning: WANDB_MODE=online but no W&B credentials (wandb login or WANDB_API_KEY); "
-                  "logging offline instead", file=sys.stderr)
+            print(
+                "tumorlab: warning: WANDB_MODE=online but no W&B credentials (wandb login or WANDB_API_KEY); "
+                "logging offline instead",
+                file=sys.stderr,
+            )
         os.environ["WANDB_MODE"] = "offline"
     if os.environ.get("WANDB_MODE") in ("offline", "dryrun"):
         os.environ.setdefault("WANDB_SILENT", "true")

@@ -12,7 +12,7 @@ import inspect
 import re
 from collections.abc import Iterable
 
-__all__ = ["one_line"]
+__all__ = ["command_options", "one_line"]
 
 
 def _class_parameters(class_path: str) -> list[str]:
@@ -89,3 +89,12 @@ def _known_classes(key: str) -> list[str]:
         return [n for n in tumorlab.data.__all__ if n.endswith("DataModule")]
     models = [n for n in tumorlab.models.__all__ if n[0].isupper()]
     return models if key == "net" else [*tumorlab.tasks.__all__, *models]
+
+
+def command_options(parser, args: list[str]) -> list[str]:
+    """The option strings of the subcommand that ``args`` starts with (for "did you mean")."""
+    for action in parser._actions:  # argparse keeps subcommand parsers in this private map only
+        sub = getattr(action, "_name_parser_map", {}).get(args[0] if args else None)
+        if sub is not None:
+            return list(sub._option_string_actions)
+    return []

@@ -64,7 +64,7 @@ class EpochMetrics(Callback):
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.is_global_zero and self.rows:
-            from tumorlab.reports import plot_curves
+            from tumorlab.evaluation.figures import plot_curves
 
             plot_curves(Path(trainer.default_root_dir) / METRICS_FILE, getattr(pl_module, "monitor", None))
 

@@ -6,7 +6,6 @@ Short class names work because the tumorlab tasks and DataModules are imported h
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 from argparse import ArgumentError
@@ -22,7 +21,14 @@ import tumorlab.data  # noqa: F401  (registers the DataModules for short names)
 import tumorlab.models  # noqa: F401  (registers the architectures)
 import tumorlab.tasks  # noqa: F401  (registers the tasks)
 from tumorlab.callbacks import ResumeCheckpoint, monitor_mode
-from tumorlab.cli_errors import one_line
+from tumorlab.cli_config import (
+    FIT_ONLY,
+    TRAINER_DEFAULTS,
+    check_hardware,
+    has_callback,
+    is_monitored_checkpoint,
+)
+from tumorlab.cli_errors import command_options, one_line
 from tumorlab.errors import ConfigError
 from tumorlab.links import LINKED_NET_ARGS, apply_normalization, check_explicit_links, fix_null_strings
 from tumorlab.reports import format_metrics, gather_rows, prediction_rows, write_predictions
@@ -31,13 +37,6 @@ from tumorlab.runs import find_checkpoint, find_resume_checkpoint, new_run_dir, 
 from tumorlab.tasks.mixins import class_slug
 
 __all__ = ["TumorlabCLI", "run_lightning_cli"]
-
-# What every experiment shares, set once here instead of in each config file (a config may override any of it).
-TRAINER_DEFAULTS = {
-    "trainer.logger": {"class_path": "tumorlab.loggers.WandbLogger", "init_args": {"project": "tumorlab"}},
-    "trainer.devices": 1,
-    "trainer.log_every_n_steps": 10,
-}
 
 
 class LoggedSaveConfigCallback(SaveConfigCallback):
@@ -51,11 +50,6 @@ class LoggedSaveConfigCallback(SaveConfigCallback):
         for logger in trainer.loggers:
             if isinstance(logger, Logger):
                 logger.log_hyperparams({"cli_config": yaml.safe_load(config)})
-
-
-def _has_callback(callbacks, class_path: str) -> bool:
-    name = class_path.rsplit(".", 1)[-1]
-    return any(str(getattr(cb, "class_path", "")).rsplit(".", 1)[-1] == name for cb in callbacks)
 
 
 class TumorlabCLI(LightningCLI):
@@ -102,6 +96,12 @@ class TumorlabCLI(LightningCLI):
         )
         parser.add_argument("--run.compile", type=bool, default=False, help="torch.compile the network in place")
         parser.add_argument("--run.tags", type=list[str], default=[], help="W&B tags of the run (e.g. the study)")
+        parser.add_argument(
+            "--run.report",
+            type=bool,
+            default=True,
+            help="after test (and run.test_after_fit) write the run report: report.md, metrics.json, figures/",
+        )
         # The data module sets the network's size arguments: one number, set once (see tumorlab.links).
         for name in LINKED_NET_ARGS:
             parser.link_arguments(f"data.{name}", f"model.init_args.net.init_args.{name}", apply_on="instantiate")
@@ -115,7 +115,7 @@ class TumorlabCLI(LightningCLI):
         try:
             super().parse_arguments(parser, args)
         except ArgumentError as err:
-            raise ConfigError(one_line(str(err), _command_options(parser, args))) from None
+            raise ConfigError(one_line(str(err), command_options(parser, args))) from None
         # What the user gave, without defaults: a hand-set value that a link would overwrite must be reported.
         explicit = parser.parse_args(args, defaults=False)
         self.command = explicit.get("subcommand")
@@ -180,10 +180,10 @@ class TumorlabCLI(LightningCLI):
             wanted.append("tumorlab.callbacks.CompileModel")
         callbacks = list(cfg.trainer.callbacks or [])
         if self.command != "fit":  # a run's own config brings its training-only callbacks along
-            callbacks = [cb for cb in callbacks if str(getattr(cb, "class_path", "")) not in _FIT_ONLY]
+            callbacks = [cb for cb in callbacks if str(getattr(cb, "class_path", "")) not in FIT_ONLY]
         monitor = cfg.model.get("init_args", Namespace()).get("monitor") if cfg.get("model") else None
         if self.command == "fit" and monitor and cfg.trainer.get("enable_checkpointing") is not False:
-            if not any(_is_monitored_checkpoint(cb) for cb in callbacks):
+            if not any(is_monitored_checkpoint(cb) for cb in callbacks):
                 callbacks.append(
                     Namespace(
                         class_path="tumorlab.callbacks.BestCheckpoint",
@@ -192,7 +192,7 @@ class TumorlabCLI(LightningCLI):
                 )
         lines = not sys.stdout.isatty()  # a log file: one line per epoch, no progress bar redrawn per batch
         for class_path in wanted:
-            if not _has_callback(callbacks, class_path):
+            if not has_callback(callbacks, class_path):
                 init = Namespace(print_lines=lines) if class_path.endswith("EpochMetrics") else Namespace()
                 callbacks.append(Namespace(class_path=class_path, init_args=init))
         cfg.trainer.callbacks = callbacks
@@ -257,7 +257,7 @@ class TumorlabCLI(LightningCLI):
 
     def after_fit(self) -> None:
         # The best model is the monitored checkpoint's; ResumeCheckpoint's last.ckpt is never called "best".
-        ckpt = next((cb for cb in self.trainer.checkpoint_callbacks if _is_monitored_checkpoint(cb)), None)
+        ckpt = next((cb for cb in self.trainer.checkpoint_callbacks if is_monitored_checkpoint(cb)), None)
         best = getattr(ckpt, "best_model_path", "") or None
         if self.trainer.is_global_zero:
             score = getattr(ckpt, "best_model_score", None)
@@ -294,18 +294,29 @@ class TumorlabCLI(LightningCLI):
         self._log_report_images(split)
 
     def _log_report_images(self, split: str) -> None:
-        """Draw the figures this run produced into its folder and hand them to W&B."""
-        from tumorlab.reports import plot_confusion_matrix
-        from tumorlab.tasks.classification import CONFUSION_FILE
+        """Write the run report after a test and hand its figures to W&B, one image per key."""
+        if split != "test" or not self.config[self.subcommand].run.report:
+            return
+        for path in self._write_report():
+            for logger in self.trainer.loggers:
+                if isinstance(logger, WandbLogger):
+                    logger.log_image(key=f"{split}/{path.stem}", images=[str(path)], caption=[path.stem])
 
-        images = []
-        if split == "test" and (self.run_dir / CONFUSION_FILE).is_file():
-            images.append(plot_confusion_matrix(self.run_dir / CONFUSION_FILE))
-        for logger in self.trainer.loggers:
-            if isinstance(logger, WandbLogger) and images:
-                logger.log_image(
-                    key=f"{split}/figures", images=[str(p) for p in images], caption=[p.stem for p in images]
-                )
+    def _write_report(self) -> list[Path]:
+        """The run report (tumorlab.evaluation): its figures, or none where it cannot be made here."""
+        if self.trainer.world_size > 1:  # its predict pass runs in one process only
+            print(f"tumorlab: note: for the full report run: tumorlab report {self.run_dir}", file=sys.stderr)
+            return []
+        from tumorlab.evaluation import write_report
+
+        try:
+            report = write_report(self.run_dir)
+        except Exception as err:  # the metrics above stand; say why the report is missing, never drop it silently
+            why = f"{type(err).__name__}: {err}"
+            print(f"tumorlab: warning: no report ({why}); retry with: tumorlab report {self.run_dir}", file=sys.stderr)
+            return []
+        print(f"report: {report}")
+        return sorted((self.run_dir / "figures").glob("*.png"))
 
     def predict(self, **kwargs) -> None:
         batches = self.trainer.predict(**kwargs) or []
@@ -314,57 +325,6 @@ class TumorlabCLI(LightningCLI):
             path = write_predictions(rows, self.run_dir)
             update_run_json(self.run_dir, predictions=str(path))
             print(f"predictions: {path} ({len(rows)} rows)")
-
-
-_FIT_ONLY = {f"tumorlab.callbacks.{n}" for n in ("RNGState", "ResumeCheckpoint", "BestCheckpoint", "FiniteGuard")}
-_FIT_ONLY.add("tumorlab.epoch_log.EpochMetrics")
-
-
-def _command_options(parser, args: list[str]) -> list[str]:
-    """The option strings of the subcommand that ``args`` starts with (for "did you mean")."""
-    for action in parser._actions:  # argparse keeps subcommand parsers in this private map only
-        sub = getattr(action, "_name_parser_map", {}).get(args[0] if args else None)
-        if sub is not None:
-            return list(sub._option_string_actions)
-    return []
-
-
-def _is_monitored_checkpoint(callback) -> bool:
-    """A ``ModelCheckpoint`` (an instance or its config) that keeps a best model, not ``ResumeCheckpoint``."""
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    if isinstance(callback, Namespace):
-        module, _, name = str(callback.get("class_path", "")).rpartition(".")
-        try:
-            cls = getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError, ValueError):
-            return False
-        monitor = (callback.get("init_args") or Namespace()).get("monitor")
-    else:
-        cls, monitor = type(callback), getattr(callback, "monitor", None)
-    return isinstance(cls, type) and issubclass(cls, ModelCheckpoint) and cls is not ResumeCheckpoint and bool(monitor)
-
-
-def check_hardware(trainer_cfg) -> None:
-    """Stop early, with the fix, when the config asks for hardware or precision this machine lacks."""
-    import torch
-
-    accelerator = str(trainer_cfg.get("accelerator") or "auto")
-    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ConfigError(
-            f"trainer.accelerator is {accelerator!r} but no CUDA GPU is visible here; run on the CPU with "
-            "--trainer.accelerator cpu --trainer.devices 1"
-        )
-    precision = str(trainer_cfg.get("precision") or "32")
-    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
-    if on_cpu and precision.startswith("16"):
-        raise ConfigError(
-            f"trainer.precision {precision!r} needs a GPU; on the CPU use --trainer.precision bf16-mixed or 32"
-        )
-    if on_cpu and trainer_cfg.get("sync_batchnorm"):
-        # torch's SyncBatchNorm runs on GPUs only; CPU processes keep per-process BatchNorm statistics.
-        print("tumorlab: warning: trainer.sync_batchnorm needs GPUs; turned off for this CPU run", file=sys.stderr)
-        trainer_cfg.sync_batchnorm = False
 
 
 def _finish_wandb() -> None:

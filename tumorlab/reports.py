@@ -1,22 +1,13 @@
-"""What a run writes for people: the metrics table, the prediction file and the figures of its folder.
+"""What a run prints and writes as tables: the metrics table of a split and ``predictions.csv``.
 
-The ``tumorlab`` command calls these; the figures are also logged to W&B. Only the confusion matrix is
-drawn so far.
+The figures and the run report live in ``tumorlab.evaluation``.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-__all__ = [
-    "plot_curves",
-    "format_metrics",
-    "gather_rows",
-    "plot_confusion_matrix",
-    "prediction_rows",
-    "write_predictions",
-]
+__all__ = ["format_metrics", "gather_rows", "prediction_rows", "write_predictions"]
 
 _ORDER = ("dice", "iou", "acc", "f1", "auroc", "loss", "loss_seg", "loss_cls")
 
@@ -122,78 +113,3 @@ def write_predictions(rows: list[dict], run_dir: Path) -> Path:
             writer.writeheader()
             writer.writerows(rows)
     return path
-
-
-def plot_confusion_matrix(json_path: str | Path, png_path: str | Path | None = None) -> Path:
-    """Draw ``confusion_matrix.json`` (rows: true class, columns: predicted) as counts with row percentages.
-
-    Returns the PNG's path (default: beside the JSON file).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    record = json.loads(Path(json_path).read_text())
-    matrix = np.asarray(record["matrix"], dtype=float)
-    names = record["class_names"]
-    share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(1.4 * len(names) + 2, 1.2 * len(names) + 1.5), dpi=120)
-    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
-    ax.set_yticks(range(len(names)), names)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    for i in range(len(names)):
-        for j in range(len(names)):
-            colour = "white" if share[i, j] > 0.5 else "black"
-            ax.text(j, i, f"{int(matrix[i, j])}\n{share[i, j]:.0%}", ha="center", va="center", color=colour, fontsize=9)
-    ax.set_title(f"confusion matrix ({int(matrix.sum())} samples)")
-    fig.tight_layout()
-    png_path = Path(png_path) if png_path else Path(json_path).with_suffix(".png")
-    fig.savefig(png_path)
-    plt.close(fig)
-    return png_path
-
-
-def plot_curves(metrics_csv: str | Path, monitor: str | None = None, png_path: str | Path | None = None) -> Path | None:
-    """Draw the loss and the monitored metric, train and validation, over epochs from ``metrics.csv``.
-
-    Returns the PNG's path (default: ``curves.png`` beside the CSV), or ``None`` when there is nothing to draw.
-    """
-    import csv
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    with open(metrics_csv, newline="") as f:
-        rows = list(csv.DictReader(f))
-    name = (monitor or "val/loss").split("/", 1)[-1]
-    panels = ["loss"] + ([name] if name != "loss" else [])
-
-    def series(key: str) -> tuple[list[int], list[float]]:
-        pairs = [(int(r["epoch"]) + 1, float(r[key])) for r in rows if r.get(key) not in (None, "")]
-        return [p[0] for p in pairs], [p[1] for p in pairs]
-
-    if not any(series(f"{split}/{m}")[0] for m in panels for split in ("train", "val")):
-        return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), dpi=120, squeeze=False)
-    for ax, metric in zip(axes[0], panels, strict=True):
-        for split, style in (("train", "-o"), ("val", "-s")):
-            x, y = series(f"{split}/{metric}")
-            if x:
-                ax.plot(x, y, style, markersize=3, label=split)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(metric)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    png_path = Path(png_path) if png_path else Path(metrics_csv).with_name("curves.png")
-    fig.savefig(png_path)
-    plt.close(fig)
-    return png_path

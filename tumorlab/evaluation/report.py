@@ -77,8 +77,7 @@ def write_report(run_dir: str | Path, *, slice_panel: bool = True) -> Path:
 
 
 def _draw(run: RunFolder, parsed, metrics: dict[str, Any], out: Path) -> dict[str, Path]:
-    from tumorlab.evaluation.figures import plot_confusion, plot_patient_dice, plot_roc_pr
-    from tumorlab.reports import plot_curves
+    from tumorlab.evaluation.figures import plot_confusion, plot_curves, plot_patient_dice, plot_roc_pr
 
     figures = {
         "confusion_matrix": plot_confusion(
