@@ -1,0 +1,1 @@
+"""After a run: explanations (class-activation maps), their localisation scores and cross-validation."""
