@@ -153,9 +153,18 @@ def cross_validate(configs: Sequence[str], folds: int, overrides: Sequence[str] 
             raise TumorlabError(f"fold {k} of {folds} failed (exit status {code}, see above); no summary written")
         runs.append(find_fold_run(root, name, k, exclude=before))
     summary = summarise(runs)
-    stamp = _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    summary["out"] = str(write_summary(summary, root / f"{name}-cv" / f"{stamp}_cv"))
+    summary["out"] = str(write_summary(summary, _new_folder(root / f"{name}-cv")))
     return summary
+
+
+def _new_folder(parent: Path) -> Path:
+    """``parent/<date>_<time>_cv``, with ``_2``, ``_3`` ... appended where that exists (as run folders are named)."""
+    base = parent / f"{_dt.datetime.now().strftime('%Y-%m-%d_%H-%M-%S')}_cv"
+    path, k = base, 1
+    while path.exists():
+        k += 1
+        path = base.with_name(f"{base.name}_{k}")
+    return path
 
 
 def _fold_metrics(run: Path) -> dict[str, float]:
