@@ -118,6 +118,19 @@ def test_score_cam_runs_on_a_small_network():
 
 
 @pytest.fixture(scope="module")
+def quick_run(tmp_path_factory, lgg_phantom):
+    """CNN9 after two batches at 32 px (about 1 s): a run to draw overlays of, not one that has learnt much."""
+    from tumorlab.cli import main
+
+    root = tmp_path_factory.mktemp("cam_quick")
+    config = str(REPO / "configs/experiments/lgg_cnn9.yaml")
+    args = ["--data.root", str(lgg_phantom), "--data.image_size", "32", "--run.root", str(root), "--run.name", "q"]
+    code = main(["fit", "--config", config, *FAST_TRAINER, *args])
+    assert code == 0
+    return only_run_dir(root, "q")
+
+
+@pytest.fixture(scope="module")
 def cnn9_run(tmp_path_factory, lgg_phantom):
     """CNN9 trained on the phantom at 64 px for 10 short epochs (about 10 s): enough to find the tumours."""
     from tumorlab.cli import main
@@ -133,6 +146,7 @@ def cnn9_run(tmp_path_factory, lgg_phantom):
     return only_run_dir(root, "cnn9")
 
 
+@pytest.mark.slow  # 10 s of training unloaded, twice that on a busy 2-core machine
 def test_trained_cnn9_points_at_the_tumour_above_chance(cnn9_run, tmp_path, cli):
     out = tmp_path / "cam"
     result = cli("cam", "--ckpt_path", str(cnn9_run), "--out", str(out), "--score")
@@ -144,14 +158,19 @@ def test_trained_cnn9_points_at_the_tumour_above_chance(cnn9_run, tmp_path, cli)
     assert scores["pointing_game"] >= 0.25 and scores["pointing_game"] > 3 * scores["pointing_chance"]
     assert scores["energy_share"] > scores["mask_share"]
     assert f"pointing game {scores['pointing_game']:.3f}" in result.stdout
+    with open(out / "localisation.csv") as f:
+        per_slice = list(csv.DictReader(f))
+    assert len(per_slice) == scores["slices"]
+    assert np.mean([float(r["pointing_game"]) for r in per_slice]) == pytest.approx(scores["pointing_game"])
 
 
-def test_overlays_name_true_and_predicted_class(cnn9_run, lgg_phantom, tmp_path, cli):
+def test_overlays_name_true_and_predicted_class(quick_run, lgg_phantom, tmp_path, cli):
     tumour = sorted(lgg_phantom.glob("kaggle_3m/*/*_mask.tif"))
     with_tumour = next(m for m in tumour if m.stat().st_size and _has_tumour(m))
     image = with_tumour.with_name(with_tumour.name.replace("_mask", ""))
     out = tmp_path / "cam"
-    args = ["--ckpt_path", str(cnn9_run), "--images", str(image), "--out", str(out), "--misclassified"]
+    ckpt = quick_run / "checkpoints" / "last.ckpt"  # a checkpoint file in a run folder works as well
+    args = ["--ckpt_path", str(ckpt), "--images", str(image), "--out", str(out), "--misclassified"]
     result = cli("cam", *args, "--method", "gradcam++")
     assert result.returncode == 0, result.stderr
     with open(out / "cams.csv") as f:
@@ -188,8 +207,27 @@ def test_cam_explains_the_unet_classification_head(lgg_phantom, tmp_path, cli):
     assert (out / f"000_{image.stem}.png").is_file()
 
 
-def test_cam_needs_something_to_explain(cnn9_run, tmp_path, cli):
-    result = cli("cam", "--ckpt_path", str(cnn9_run), "--out", str(tmp_path / "x"))
+def test_cam_needs_something_to_explain(quick_run, tmp_path, cli):
+    result = cli("cam", "--ckpt_path", str(quick_run), "--out", str(tmp_path / "x"))
     assert result.returncode == 2 and "--images" in result.stderr
     result = cli("cam", "--ckpt_path", str(tmp_path), "--out", str(tmp_path / "x"), "--score")
     assert result.returncode == 2 and "not a run folder" in result.stderr
+
+
+def test_cam_explains_a_vit_on_class_folders(folders_phantom, tmp_path, cli):
+    fit = cli("fit", "--config", str(REPO / "configs/model/timm_classifier.yaml"),
+              "--config", str(REPO / "configs/data/mri4.yaml"), *FAST_TRAINER,
+              "--model.net.init_args.name", "vit_tiny_patch16_224", "--model.net.init_args.pretrained", "false",
+              "--data.root", str(folders_phantom), "--data.image_size", "32", "--run.root", str(tmp_path),
+              "--run.name", "vit")  # fmt: skip
+    assert fit.returncode == 0, fit.stderr
+    run = only_run_dir(tmp_path, "vit")
+    image = sorted((folders_phantom / "Testing" / "glioma_tumor").iterdir())[0]
+    out = tmp_path / "cam"
+    result = cli("cam", "--ckpt_path", str(run), "--images", str(image), "--out", str(out), "--misclassified")
+    assert result.returncode == 0, result.stderr
+    with open(out / "cams.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert rows[0]["true_class"] == "glioma" and len(rows) >= 2  # an untrained ViT gets most test images wrong
+    result = cli("cam", "--ckpt_path", str(run), "--out", str(out), "--score")
+    assert result.returncode == 2 and "tumour masks" in result.stderr

@@ -206,7 +206,7 @@ def _cam(ns: argparse.Namespace) -> int:
     quiet_known_noise()
     result = explain(
         ns.ckpt_path, ns.out, images=ns.images, method=ns.method, misclassified=ns.misclassified, score=ns.score,
-        limit=ns.limit, data_root=ns.data_root, tolerance=ns.tolerance,
+        limit=ns.limit, data_root=ns.data_root, tolerance=ns.tolerance, device=ns.device,
     )  # fmt: skip
     for row in result["overlays"]:
         true, predicted, p = row["true_class"], row["predicted_class"], row["probability"]
@@ -218,7 +218,7 @@ def _cam(ns: argparse.Namespace) -> int:
             f"localisation over {scores['slices']} tumour slices of the test split ({ns.method}): pointing game "
             f"{scores['pointing_game']:.3f} (chance {scores['pointing_chance']:.3f}, tolerance {ns.tolerance:g} px), "
             f"IoU of the top 15 % {scores['iou_top']:.3f}, energy inside the mask {scores['energy_share']:.3f} "
-            f"(mask share {scores['mask_share']:.3f}) -> {ns.out}/localisation.json"
+            f"(mask share {scores['mask_share']:.3f}) -> {ns.out}/localisation.json, per slice localisation.csv"
         )
     return 0
 
@@ -260,7 +260,9 @@ def _add_cam_parser(sub) -> None:
         "--score measures on the test split's tumour slices (data with masks) whether the CAM of the tumour "
         "class points at the tumour.",
     )
-    cam.add_argument("--ckpt_path", required=True, help="the run folder (its config.yaml and best checkpoint)")
+    cam.add_argument(
+        "--ckpt_path", required=True, help="a run folder (its config.yaml and best checkpoint) or a checkpoint in one"
+    )
     cam.add_argument("--images", nargs="+", default=[], metavar="PATH", help="image files to explain")
     cam.add_argument("--out", required=True, help="folder for the overlays, cams.csv and localisation.json")
     cam.add_argument("--method", choices=("gradcam", "gradcam++", "scorecam"), default="gradcam")
@@ -277,6 +279,7 @@ def _add_cam_parser(sub) -> None:
     cam.add_argument(  # 3 = tumorlab.evaluation.localisation.DEFAULT_TOLERANCE (not imported: keeps --help fast)
         "--tolerance", type=float, default=3.0, help="pointing game: pixels the maximum may miss the mask by"
     )
+    cam.add_argument("--device", help="where the network runs: cpu, cuda, cuda:1 ... (default: cuda if available)")
     cam.set_defaults(func=_cam)
 
 

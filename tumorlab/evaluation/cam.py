@@ -45,6 +45,7 @@ __all__ = [
     "draw_overlay",
     "explain",
     "load_run",
+    "resolve_run",
     "run_preprocessing",
     "score_localisation",
 ]
@@ -54,6 +55,26 @@ LOCALISATION_FILE = "localisation.json"
 
 
 # --- the run's model, data and preprocessing ------------------------------------------------------------------
+
+
+def resolve_run(ckpt_path: str | Path) -> tuple[Path, Path]:
+    """``(run folder, checkpoint file)`` of ``--ckpt_path``: a run folder and its best checkpoint (``last.ckpt``
+    where none was recorded), or a ``.ckpt`` file and the run folder it lies in (``RUN/checkpoints/x.ckpt``).
+
+    A run folder that moved still works: a recorded checkpoint that is gone is looked up in its ``checkpoints/``.
+    """
+    from tumorlab.runs import find_checkpoint
+
+    path = Path(ckpt_path)
+    if path.is_file() and path.suffix == ".ckpt":
+        return _run_files(path.parent.parent)[0], path
+    run = _run_files(path)[0]
+    ckpt = Path(find_checkpoint(run))
+    if not ckpt.is_file() and (run / "checkpoints" / ckpt.name).is_file():
+        ckpt = run / "checkpoints" / ckpt.name
+    if not ckpt.is_file():
+        raise ConfigError(f"--ckpt_path {run}: its checkpoint {ckpt} does not exist")
+    return run, ckpt
 
 
 def _run_files(run_dir: str | Path) -> tuple[Path, dict, dict]:
@@ -66,8 +87,9 @@ def _run_files(run_dir: str | Path) -> tuple[Path, dict, dict]:
 def load_run(run_dir: str | Path, data_root: str | None = None) -> tuple:
     """The run's task (with its best weights, in eval mode) and data module, built from its ``config.yaml``.
 
-    The data module is built first and sets the network's ``num_classes``, ``in_channels`` and ``image_size``
-    exactly as ``tumorlab fit`` links them. ``data_root`` replaces ``data.init_args.root`` (the run's data moved).
+    ``run_dir`` is a run folder or a checkpoint in one (``resolve_run``). The data module is built first and sets
+    the network's ``num_classes``, ``in_channels`` and ``image_size`` exactly as ``tumorlab fit`` links them.
+    ``data_root`` replaces ``data.init_args.root`` (the run's data moved).
     """
     from lightning.pytorch import LightningDataModule, LightningModule
     from lightning.pytorch.cli import LightningArgumentParser
@@ -76,9 +98,9 @@ def load_run(run_dir: str | Path, data_root: str | None = None) -> tuple:
     import tumorlab.models  # noqa: F401
     import tumorlab.tasks  # noqa: F401
     from tumorlab.links import LINKED_NET_ARGS
-    from tumorlab.runs import find_checkpoint
 
-    run, config, _ = _run_files(run_dir)
+    run, ckpt = resolve_run(run_dir)
+    _, config, _ = _run_files(run)
     if data_root is not None:
         config["data"].setdefault("init_args", {})["root"] = str(data_root)
     parser = LightningArgumentParser(exit_on_error=False)
@@ -91,7 +113,6 @@ def load_run(run_dir: str | Path, data_root: str | None = None) -> tuple:
         parsed = parser.parse_object({"model": config["model"], "data": config["data"]})
         built = parser.instantiate_classes(parsed)
     task, datamodule = built.model, built.data
-    ckpt = find_checkpoint(run)
     state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
     task.load_state_dict(state)
     return task.eval(), datamodule
@@ -99,7 +120,7 @@ def load_run(run_dir: str | Path, data_root: str | None = None) -> tuple:
 
 def run_preprocessing(run_dir: str | Path) -> tuple[DecodeSpec, list[float], list[float]]:
     """How the run fed its images: the decode spec (size, channels, brain crop) and the normalisation mean/std."""
-    run, config, record = _run_files(run_dir)
+    run, config, record = _run_files(resolve_run(run_dir)[0])
     pre = record.get("preprocessing") or {}
     norm = pre.get("normalization") or {}
     if not pre.get("image_size") or not norm.get("mean"):
@@ -196,8 +217,9 @@ def compute_cams(extractor, images: torch.Tensor, targets: list[int]) -> np.ndar
 
 @torch.no_grad()
 def predict(net: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Class probabilities ``(N, C)``."""
-    return ClassLogits(net).eval()(images).softmax(dim=1)
+    """Class probabilities ``(N, C)`` (on the CPU) of ``images``, run where ``net`` lies."""
+    device = next(net.parameters()).device
+    return ClassLogits(net).eval()(images.to(device)).softmax(dim=1).cpu()
 
 
 def _batches(items: list, size: int):
@@ -285,9 +307,29 @@ def score_localisation(
     rows = []
     for batch in _batches(scored, batch_size):
         cams = compute_cams(extractor, torch.stack([it.tensor for it in batch]), [it.label for it in batch])
-        rows += [localisation_scores(cam, it.mask, tolerance, top) for cam, it in zip(cams, batch, strict=True)]
-    means = mean_scores(rows)
-    return {"slices": len(rows), "tolerance_px": tolerance, "top_fraction": top, **means}
+        rows += [
+            {"file": str(it.path), **localisation_scores(cam, it.mask, tolerance, top)}
+            for cam, it in zip(cams, batch, strict=True)
+        ]
+    means = mean_scores([{k: v for k, v in r.items() if k != "file"} for r in rows])
+    return {"slices": len(rows), "tolerance_px": tolerance, "top_fraction": top, **means, "per_slice": rows}
+
+
+def _write_csv(rows: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _items(paths: list[str], datamodule, spec: DecodeSpec, mean: list[float], std: list[float]) -> list[CamItem]:
+    known = _sample_index(datamodule)
+    items = []
+    for path in paths:
+        if not Path(path).is_file():
+            raise DataError(f"--images {path}: no such file")
+        items.append(load_item(path, spec, mean, std, known.get(Path(path).resolve())))
+    return items
 
 
 def explain(
@@ -302,22 +344,24 @@ def explain(
     batch_size: int = 16,
     tolerance: float = DEFAULT_TOLERANCE,
     top: float = DEFAULT_TOP,
+    device: str | None = None,
 ) -> dict:
     """What ``tumorlab cam`` does: overlays into ``out`` (listed in ``out/cams.csv``) and, with ``score``,
-    ``out/localisation.json``. Returns ``{"overlays": [...rows], "localisation": {...} or None}``."""
+    ``out/localisation.json`` (the means) and ``out/localisation.csv`` (per slice).
+
+    Returns ``{"overlays": [...rows of cams.csv], "localisation": {...} or None}``. ``device``: where the network
+    runs (default: CUDA when available).
+    """
     if not images and not misclassified and not score:
         raise ConfigError("tumorlab cam needs --images PATH..., --misclassified or --score")
     task, datamodule = load_run(run_dir, data_root)
     spec, mean, std = run_preprocessing(run_dir)
-    net = task.net
+    net = task.net.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     names = list(getattr(datamodule, "class_names", None) or [str(i) for i in range(net.num_classes)])
-    known = _sample_index(datamodule)
-    items = []
-    for path in images or []:
-        if not Path(path).is_file():
-            raise DataError(f"--images {path}: no such file")
-        items.append(load_item(path, spec, mean, std, known.get(Path(path).resolve())))
+    items = _items(list(images or []), datamodule, spec, mean, std)
     test = [load_item(s.image, spec, mean, std, s) for s in _test_samples(datamodule)] if misclassified or score else []
+    if score and not any(it.mask is not None for it in test):
+        raise DataError(f"--score needs data with tumour masks; the run's data ({type(datamodule).__name__}) has none")
     if misclassified:
         items += _misclassified(net, test, batch_size)[:limit]
     out = Path(out)
@@ -325,17 +369,13 @@ def explain(
     extractor = cam_extractor(net, method)
     rows = _overlays(net, extractor, items, names, out, batch_size)
     if rows:
-        with open(out / "cams.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        _write_csv(rows, out / "cams.csv")
     result = None
     if score:
-        if not any(it.mask is not None for it in test):
-            raise DataError(
-                f"--score needs data with tumour masks; the run's data ({type(datamodule).__name__}) has none"
-            )
-        result = {"run": str(Path(run_dir).resolve()), "method": method, "split": "test",
-                  **score_localisation(net, extractor, test, batch_size, tolerance, top)}  # fmt: skip
+        scores = score_localisation(net, extractor, test, batch_size, tolerance, top)
+        if scores["per_slice"]:
+            _write_csv(scores["per_slice"], out / "localisation.csv")
+        result = {"run": str(resolve_run(run_dir)[0]), "method": method, "split": "test",
+                  **{k: v for k, v in scores.items() if k != "per_slice"}}  # fmt: skip
         (out / LOCALISATION_FILE).write_text(json.dumps(result, indent=2) + "\n")
     return {"overlays": rows, "localisation": result}
