@@ -222,6 +222,9 @@ def test_cam_explains_a_vit_on_class_folders(folders_phantom, tmp_path, cli):
               "--run.name", "vit")  # fmt: skip
     assert fit.returncode == 0, fit.stderr
     run = only_run_dir(tmp_path, "vit")
+    # starting weights are never fetched for a CAM: the checkpoint replaces them (this file would not even load)
+    config = (run / "config.yaml").read_text().replace("weights_file: null", "weights_file: /nonexistent.safetensors")
+    (run / "config.yaml").write_text(config.replace("pretrained: false", "pretrained: true"))
     image = sorted((folders_phantom / "Testing" / "glioma_tumor").iterdir())[0]
     out = tmp_path / "cam"
     result = cli("cam", "--ckpt_path", str(run), "--images", str(image), "--out", str(out), "--misclassified")

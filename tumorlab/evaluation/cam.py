@@ -103,6 +103,7 @@ def load_run(run_dir: str | Path, data_root: str | None = None) -> tuple:
     _, config, _ = _run_files(run)
     if data_root is not None:
         config["data"].setdefault("init_args", {})["root"] = str(data_root)
+    _no_pretrained_weights(config["model"])
     parser = LightningArgumentParser(exit_on_error=False)
     parser.add_lightning_class_args(LightningModule, "model", subclass_mode=True)
     parser.add_lightning_class_args(LightningDataModule, "data", subclass_mode=True)
@@ -116,6 +117,22 @@ def load_run(run_dir: str | Path, data_root: str | None = None) -> tuple:
     state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
     task.load_state_dict(state)
     return task.eval(), datamodule
+
+
+# Network arguments that fetch starting weights; the checkpoint replaces them all, so nothing is downloaded.
+_STARTING_WEIGHTS = {"pretrained": False, "weights_file": None, "encoder_weights": None}
+
+
+def _no_pretrained_weights(node) -> None:
+    """Turn off pretrained starting weights in every ``init_args`` below ``node`` (a config dict)."""
+    if isinstance(node, dict):
+        args = node.get("init_args")
+        if isinstance(args, dict):
+            for key, value in _STARTING_WEIGHTS.items():
+                if key in args:
+                    args[key] = value
+        for child in node.values():
+            _no_pretrained_weights(child)
 
 
 def run_preprocessing(run_dir: str | Path) -> tuple[DecodeSpec, list[float], list[float]]:
