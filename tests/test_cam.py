@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tests.conftest import FAST_TRAINER, REPO, TINY_UNET, only_run_dir
-from tumorlab.evaluation.cam import ClassLogits, cam_extractor, compute_cams
+from tumorlab.evaluation.cam import ClassLogits, cam_extractor, compute_cams, load_item, load_run, run_preprocessing
 from tumorlab.evaluation.localisation import (
     dilate,
     energy_share,
@@ -162,6 +162,20 @@ def test_trained_cnn9_points_at_the_tumour_above_chance(cnn9_run, tmp_path, cli)
         per_slice = list(csv.DictReader(f))
     assert len(per_slice) == scores["slices"]
     assert np.mean([float(r["pointing_game"]) for r in per_slice]) == pytest.approx(scores["pointing_game"])
+
+
+def test_images_are_prepared_exactly_as_the_run_fed_them(quick_run):
+    task, dm = load_run(quick_run)
+    spec, mean, std = run_preprocessing(quick_run)
+    assert spec.image_size == 32 and not task.training
+    dm.setup("test")
+    ds = dm.datasets["test"]
+    for k in (0, len(ds) - 1):
+        fed = ds[k]
+        sample = dm.store.samples[int(ds.indices[k])]
+        item = load_item(fed["image_path"], spec, mean, std, sample)
+        assert torch.equal(item.tensor, fed["image"]) and item.label == int(fed["label"])
+        assert item.mask is not None and item.mask.shape == (32, 32)
 
 
 def test_overlays_name_true_and_predicted_class(quick_run, lgg_phantom, tmp_path, cli):

@@ -159,20 +159,18 @@ class CamItem:
     path: Path
 
 
-def _true_label(sample: Sample) -> int:
-    if sample.label >= 0:
-        return sample.label
-    return int(read_mask(sample.mask).any()) if sample.mask is not None else -1  # LGG: from the full-size mask
-
-
 def load_item(path: str | Path, spec: DecodeSpec, mean: list[float], std: list[float], sample: Sample | None = None):
     """A ``CamItem`` of an image file; ``sample`` (the run's own record of it) adds the true class and mask."""
     path = Path(path)
-    mask = read_mask(sample.mask) if sample is not None and sample.mask is not None else None
-    display, mask = prepare(read_image(path), mask, spec)
+    full_mask = read_mask(sample.mask) if sample is not None and sample.mask is not None else None
+    display, mask = prepare(read_image(path), full_mask, spec)
     tensor = build_transforms(False, None, mean, std)(image=display)["image"]
-    label = _true_label(sample) if sample is not None else None
-    return CamItem(tensor, display, mask, label if label is None or label >= 0 else None, path)
+    label = None
+    if sample is not None and sample.label >= 0:
+        label = sample.label
+    elif full_mask is not None:
+        label = int(full_mask.any())  # LGG: tumour where the full-size mask has any tumour pixel, as the data layer
+    return CamItem(tensor, display, mask, label, path)
 
 
 # --- CAMs -----------------------------------------------------------------------------------------------------
