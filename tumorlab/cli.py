@@ -200,7 +200,7 @@ def _audit(ns: argparse.Namespace) -> int:
 
 
 def _cam(ns: argparse.Namespace) -> int:
-    from tumorlab.evaluation.cam import explain
+    from tumorlab.evaluation.cam import explain, format_explanation
     from tumorlab.quiet import quiet_known_noise
 
     quiet_known_noise()
@@ -208,18 +208,7 @@ def _cam(ns: argparse.Namespace) -> int:
         ns.ckpt_path, ns.out, images=ns.images, method=ns.method, misclassified=ns.misclassified, score=ns.score,
         limit=ns.limit, data_root=ns.data_root, tolerance=ns.tolerance, device=ns.device,
     )  # fmt: skip
-    for row in result["overlays"]:
-        true, predicted, p = row["true_class"], row["predicted_class"], row["probability"]
-        print(f"{row['overlay']}: true {true}, predicted {predicted} (p = {p})")
-    print(f"{len(result['overlays'])} overlays in {ns.out}")
-    scores = result["localisation"]
-    if scores is not None:
-        print(
-            f"localisation over {scores['slices']} tumour slices of the test split ({ns.method}): pointing game "
-            f"{scores['pointing_game']:.3f} (chance {scores['pointing_chance']:.3f}, tolerance {ns.tolerance:g} px), "
-            f"IoU of the top 15 % {scores['iou_top']:.3f}, energy inside the mask {scores['energy_share']:.3f} "
-            f"(mask share {scores['mask_share']:.3f}) -> {ns.out}/localisation.json, per slice localisation.csv"
-        )
+    print(format_explanation(result, ns.out))
     return 0
 
 

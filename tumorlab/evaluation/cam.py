@@ -44,6 +44,7 @@ __all__ = [
     "compute_cams",
     "draw_overlay",
     "explain",
+    "format_explanation",
     "load_run",
     "resolve_run",
     "run_preprocessing",
@@ -394,3 +395,21 @@ def explain(
                   **{k: v for k, v in scores.items() if k != "per_slice"}}  # fmt: skip
         (out / LOCALISATION_FILE).write_text(json.dumps(result, indent=2) + "\n")
     return {"overlays": rows, "localisation": result}
+
+
+def format_explanation(result: dict, out: str | Path) -> str:
+    """What ``tumorlab cam`` prints: one line per overlay, then the localisation means (with ``--score``)."""
+    lines = [
+        f"{r['overlay']}: true {r['true_class']}, predicted {r['predicted_class']} (p = {r['probability']})"
+        for r in result["overlays"]
+    ]
+    lines.append(f"{len(result['overlays'])} overlays in {out}")
+    s = result["localisation"]
+    if s is not None:
+        lines.append(
+            f"localisation over {s['slices']} tumour slices of the test split ({s['method']}): pointing game "
+            f"{s['pointing_game']:.3f} (chance {s['pointing_chance']:.3f}, tolerance {s['tolerance_px']:g} px), "
+            f"IoU of the top {s['top_fraction']:.0%} {s['iou_top']:.3f}, energy inside the mask "
+            f"{s['energy_share']:.3f} (mask share {s['mask_share']:.3f}) -> {Path(out) / LOCALISATION_FILE}"
+        )
+    return "\n".join(lines)
