@@ -222,6 +222,106 @@ def _compare(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _cam(ns: argparse.Namespace) -> int:
+    from tumorlab.evaluation.cam import explain, format_explanation
+    from tumorlab.quiet import quiet_known_noise
+
+    quiet_known_noise()
+    result = explain(
+        ns.ckpt_path, ns.out, images=ns.images, method=ns.method, misclassified=ns.misclassified, score=ns.score,
+        limit=ns.limit, data_root=ns.data_root, tolerance=ns.tolerance, device=ns.device,
+    )  # fmt: skip
+    print(format_explanation(result, ns.out))
+    return 0
+
+
+def _cv(ns: argparse.Namespace) -> int:
+    from tumorlab.evaluation.cv import cross_validate, fold_commands, format_summary
+
+    if ns.print_commands:
+        for command in fold_commands(ns.config, ns.folds, ns.overrides):
+            print(command)
+        return 0
+    summary = cross_validate(ns.config, ns.folds, ns.overrides, collect=ns.collect)
+    print(format_summary(summary))
+    return 0
+
+
+class _CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser; with ``keep_unknown`` the options it does not know (``--data.root X`` ...) are
+    kept, in order, as ``overrides`` for the ``fit`` commands it runs (``tumorlab cv``)."""
+
+    def __init__(self, *args, keep_unknown: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.keep_unknown = keep_unknown
+
+    def parse_known_args(self, args=None, namespace=None):
+        ns, rest = super().parse_known_args(args, namespace)
+        if not self.keep_unknown:
+            return ns, rest
+        ns.overrides = list(rest)
+        return ns, []
+
+
+def _add_cam_parser(sub) -> None:
+    cam = sub.add_parser(
+        "cam",
+        help="explain a run's predictions: Grad-CAM overlays and how well they point at the tumour",
+        description="Draw class-activation maps (pytorch-grad-cam) of a trained run on images prepared exactly "
+        "as the run was trained, one PNG per image (image, CAM, true and predicted class with its probability). "
+        "--score measures on the test split's tumour slices (data with masks) whether the CAM of the tumour "
+        "class points at the tumour.",
+    )
+    cam.add_argument(
+        "--ckpt_path", required=True, help="a run folder (its config.yaml and best checkpoint) or a checkpoint in one"
+    )
+    cam.add_argument("--images", nargs="+", default=[], metavar="PATH", help="image files to explain")
+    cam.add_argument("--out", required=True, help="folder for the overlays, cams.csv and localisation.json")
+    cam.add_argument("--method", choices=("gradcam", "gradcam++", "scorecam"), default="gradcam")
+    cam.add_argument(
+        "--misclassified", action="store_true", help="also explain the test images the model gets wrong"
+    )
+    cam.add_argument(
+        "--score",
+        action="store_true",
+        help="average the pointing game, IoU of the top 15 %% and energy share over the test tumour slices",
+    )
+    cam.add_argument("--limit", type=int, default=50, help="at most this many misclassified images (default 50)")
+    cam.add_argument("--data-root", help="where the run's data lies now, if it moved (replaces data.root)")
+    cam.add_argument(  # 3 = tumorlab.evaluation.localisation.DEFAULT_TOLERANCE (not imported: keeps --help fast)
+        "--tolerance", type=float, default=3.0, help="pointing game: pixels the maximum may miss the mask by"
+    )
+    cam.add_argument("--device", help="where the network runs: cpu, cuda, cuda:1 ... (default: cuda if available)")
+    cam.set_defaults(func=_cam)
+
+
+def _add_cv_parser(sub) -> None:
+    cv = sub.add_parser(
+        "cv",
+        keep_unknown=True,
+        allow_abbrev=False,  # `--data.fold` and friends pass on to fit; nothing may be read as an abbreviation
+        usage="tumorlab cv --config FILE [--config FILE ...] --folds K [--print-commands] [--collect] "
+        "[--KEY VALUE ...]",
+        help="k-fold cross-validation by patient: one fit + test per fold, then mean ± std of the test metrics",
+        description="Run `tumorlab fit ... --data.num_folds K --data.fold k --run.test_after_fit true` for every "
+        "fold k in turn (folds of the non-test patients, StratifiedGroupKFold; the test patients are held out "
+        "once, the same for every fold), then write the per-fold test metrics and their mean and sample "
+        "standard deviation (ddof=1) to <run.root>/<run.name>-cv/<time>_cv/. Other --KEY VALUE options are "
+        "passed on to every fit.",
+    )
+    cv.add_argument("--config", action="append", required=True, help="a config of tumorlab fit (repeatable)")
+    cv.add_argument("--folds", type=int, required=True, help="number of folds K (at least 2)")
+    cv.add_argument(
+        "--print-commands", action="store_true", help="print one `tumorlab fit` command per fold and stop"
+    )
+    cv.add_argument(
+        "--collect",
+        action="store_true",
+        help="train nothing: summarise the newest finished run of every fold (after --print-commands)",
+    )
+    cv.set_defaults(func=_cv)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of the plain subcommands; the LightningCLI ones are listed for ``--help`` only."""
     parser = argparse.ArgumentParser(
@@ -232,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
         "`tumorlab fit --config configs/demo.yaml --print_config` shows a full config.",
     )
     parser.add_argument("--version", action="version", version=f"tumorlab {__version__}")
-    sub = parser.add_subparsers(title="commands", metavar="<command>")
+    sub = parser.add_subparsers(title="commands", metavar="<command>", parser_class=_CommandParser)
     for name, help_text in LIGHTNING_COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
 
@@ -317,6 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("--out", default="comparison", help="folder for comparison.md/.csv/.png (default comparison)")
     compare.set_defaults(func=_compare)
+    _add_cam_parser(sub)
+    _add_cv_parser(sub)
     return parser
 
 

@@ -1,7 +1,8 @@
-"""After a run: its report (metrics recomputed from predictions.csv, figures, report.md) and run comparisons.
+"""After a run: its report (metrics recomputed from predictions.csv, figures, report.md), run comparisons,
+class-activation maps with their localisation scores, and patient-grouped cross-validation.
 
-``write_report(run_dir)`` writes the report of one run folder; ``compare_runs(run_dirs)`` puts several runs
-side by side. Both are what ``tumorlab report`` and ``tumorlab compare`` call.
+``write_report(run_dir)`` and ``compare_runs(run_dirs)`` are what ``tumorlab report`` and ``tumorlab compare``
+call; ``tumorlab cam`` and ``tumorlab cv`` call ``tumorlab.evaluation.cam`` and ``tumorlab.evaluation.cv``.
 """
 
 from tumorlab.evaluation.compare import compare_runs

@@ -1,0 +1,415 @@
+"""Explain a trained run's predictions with class-activation maps (pytorch-grad-cam) and score where they point.
+
+``tumorlab cam --ckpt_path RUN --images PATH... --out DIR`` rebuilds the run's model from its own
+``config.yaml`` and best checkpoint (``load_run``), prepares each image exactly as the run was trained (size,
+channels, brain crop and normalisation from ``run.json``'s ``preprocessing`` and the config, through the data
+layer's ``read_image`` / ``prepare`` / ``build_transforms``), and writes one overlay PNG per image: the image,
+the CAM over it, the true class (where the image belongs to the run's data) and the predicted class with its
+probability. ``--misclassified`` adds the test images the model gets wrong; ``--score`` averages the
+``localisation`` scores over the tumour slices of the test split (data with masks) into ``localisation.json``.
+
+The CAM hooks each network's ``cam_layer`` (a ViT's: that block's ``norm1``, see ``cam_target_layer``) with
+``reshape_transform=net.cam_reshape`` (ViT tokens to patch maps); ``ClassLogits`` makes the multi-task U-Net's
+``class_logits`` the explained output. Overlays explain the predicted class; the localisation scores explain
+the true class (the tumour), since the question there is whether the evidence for "tumour" lies on the tumour.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from tumorlab.data.cache import Sample
+from tumorlab.data.io import read_image, read_mask
+from tumorlab.data.transforms import DecodeSpec, build_transforms, prepare
+from tumorlab.errors import ConfigError, DataError
+from tumorlab.evaluation.localisation import DEFAULT_TOLERANCE, DEFAULT_TOP, localisation_scores, mean_scores
+
+__all__ = [
+    "METHODS",
+    "CamItem",
+    "ClassLogits",
+    "cam_extractor",
+    "cam_target_layer",
+    "compute_cams",
+    "draw_overlay",
+    "explain",
+    "format_explanation",
+    "load_run",
+    "resolve_run",
+    "run_preprocessing",
+    "score_localisation",
+]
+
+METHODS = ("gradcam", "gradcam++", "scorecam")
+LOCALISATION_FILE = "localisation.json"
+
+
+# --- the run's model, data and preprocessing ------------------------------------------------------------------
+
+
+def resolve_run(ckpt_path: str | Path) -> tuple[Path, Path]:
+    """``(run folder, checkpoint file)`` of ``--ckpt_path``: a run folder and its best checkpoint (``last.ckpt``
+    where none was recorded), or a ``.ckpt`` file and the run folder it lies in (``RUN/checkpoints/x.ckpt``).
+
+    A run folder that moved still works: a recorded checkpoint that is gone is looked up in its ``checkpoints/``.
+    """
+    from tumorlab.runs import find_checkpoint
+
+    path = Path(ckpt_path)
+    if path.is_file() and path.suffix == ".ckpt":
+        return _run_files(path.parent.parent)[0], path
+    run = _run_files(path)[0]
+    ckpt = Path(find_checkpoint(run))
+    if not ckpt.is_file() and (run / "checkpoints" / ckpt.name).is_file():
+        ckpt = run / "checkpoints" / ckpt.name
+    if not ckpt.is_file():
+        raise ConfigError(f"--ckpt_path {run}: its checkpoint {ckpt} does not exist")
+    return run, ckpt
+
+
+def _run_files(run_dir: str | Path) -> tuple[Path, dict, dict]:
+    run = Path(run_dir)
+    if not (run / "config.yaml").is_file() or not (run / "run.json").is_file():
+        raise ConfigError(f"--ckpt_path {run}: not a run folder (expected config.yaml and run.json in it)")
+    return run, yaml.safe_load((run / "config.yaml").read_text()), json.loads((run / "run.json").read_text())
+
+
+def load_run(run_dir: str | Path, data_root: str | None = None) -> tuple:
+    """The run's task (with its best weights, in eval mode) and data module, built from its ``config.yaml``.
+
+    ``run_dir`` is a run folder or a checkpoint in one (``resolve_run``). The data module is built first and sets
+    the network's ``num_classes``, ``in_channels`` and ``image_size`` exactly as ``tumorlab fit`` links them.
+    ``data_root`` replaces ``data.init_args.root`` (the run's data moved).
+    """
+    from lightning.pytorch import LightningDataModule, LightningModule
+    from lightning.pytorch.cli import LightningArgumentParser
+
+    import tumorlab.data  # noqa: F401  (short class names in configs)
+    import tumorlab.models  # noqa: F401
+    import tumorlab.tasks  # noqa: F401
+    from tumorlab.links import LINKED_NET_ARGS
+
+    run, ckpt = resolve_run(run_dir)
+    _, config, _ = _run_files(run)
+    if data_root is not None:
+        config["data"].setdefault("init_args", {})["root"] = str(data_root)
+    _no_pretrained_weights(config["model"])
+    parser = LightningArgumentParser(exit_on_error=False)
+    parser.add_lightning_class_args(LightningModule, "model", subclass_mode=True)
+    parser.add_lightning_class_args(LightningDataModule, "data", subclass_mode=True)
+    for name in LINKED_NET_ARGS:  # as TumorlabCLI links them
+        parser.link_arguments(f"data.{name}", f"model.init_args.net.init_args.{name}", apply_on="instantiate")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # jsonargparse's deprecation notes on Lightning's parser
+        parsed = parser.parse_object({"model": config["model"], "data": config["data"]})
+        built = parser.instantiate_classes(parsed)
+    task, datamodule = built.model, built.data
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    task.load_state_dict(state)
+    return task.eval(), datamodule
+
+
+# Network arguments that fetch starting weights; the checkpoint replaces them all, so nothing is downloaded.
+_STARTING_WEIGHTS = {"pretrained": False, "weights_file": None, "encoder_weights": None}
+
+
+def _no_pretrained_weights(node) -> None:
+    """Turn off pretrained starting weights in every ``init_args`` below ``node`` (a config dict)."""
+    if isinstance(node, dict):
+        args = node.get("init_args")
+        if isinstance(args, dict):
+            for key, value in _STARTING_WEIGHTS.items():
+                if key in args:
+                    args[key] = value
+        for child in node.values():
+            _no_pretrained_weights(child)
+
+
+def run_preprocessing(run_dir: str | Path) -> tuple[DecodeSpec, list[float], list[float]]:
+    """How the run fed its images: the decode spec (size, channels, brain crop) and the normalisation mean/std."""
+    run, config, record = _run_files(resolve_run(run_dir)[0])
+    pre = record.get("preprocessing") or {}
+    norm = pre.get("normalization") or {}
+    if not pre.get("image_size") or not norm.get("mean"):
+        raise ConfigError(f"{run / 'run.json'}: no preprocessing (image_size, normalization) recorded")
+    channels = pre.get("channels") or [0, 1, 2]
+    brain_crop = bool(((config.get("data") or {}).get("init_args") or {}).get("brain_crop"))
+    return DecodeSpec(int(pre["image_size"]), tuple(channels), brain_crop), list(norm["mean"]), list(norm["std"])
+
+
+@dataclass
+class CamItem:
+    """One image ready for the network: the normalised tensor ``(C, S, S)``, the prepared uint8 image
+    ``(S, S, C)`` to draw, its mask ``(S, S)`` if known, its true class index if known, and its file."""
+
+    tensor: torch.Tensor
+    display: np.ndarray
+    mask: np.ndarray | None
+    label: int | None
+    path: Path
+
+
+def load_item(path: str | Path, spec: DecodeSpec, mean: list[float], std: list[float], sample: Sample | None = None):
+    """A ``CamItem`` of an image file; ``sample`` (the run's own record of it) adds the true class and mask."""
+    path = Path(path)
+    full_mask = read_mask(sample.mask) if sample is not None and sample.mask is not None else None
+    display, mask = prepare(read_image(path), full_mask, spec)
+    tensor = build_transforms(False, None, mean, std)(image=display)["image"]
+    label = None
+    if sample is not None and sample.label >= 0:
+        label = sample.label
+    elif full_mask is not None:
+        label = int(full_mask.any())  # LGG: tumour where the full-size mask has any tumour pixel, as the data layer
+    return CamItem(tensor, display, mask, label, path)
+
+
+# --- CAMs -----------------------------------------------------------------------------------------------------
+
+
+class ClassLogits(nn.Module):
+    """The network with ``class_logits`` as its only output (the multi-task U-Net's head; others unchanged)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x)
+        return getattr(out, "class_logits", out)
+
+
+def cam_target_layer(net: nn.Module) -> nn.Module:
+    """The module to hook: ``net.cam_layer``, except for ViT tokens, where it is that block's ``norm1``.
+
+    A class-token ViT's logits read only the class token after its last block, so the patch tokens of that
+    block's output get no gradient and their Grad-CAM is zero everywhere. The block's first LayerNorm feeds its
+    attention, through which the patch tokens reach the class token (pytorch-grad-cam's ViT example hooks the
+    same module); its output has the block's token layout, so ``cam_reshape`` applies unchanged.
+    """
+    from functools import partial
+
+    from tumorlab.models.face import tokens_to_map
+
+    layer, reshape = getattr(net, "cam_layer", None), getattr(net, "cam_reshape", None)
+    if not isinstance(layer, nn.Module):
+        raise ConfigError(f"{type(net).__name__} has no cam_layer to compute a class-activation map on")
+    tokens = isinstance(reshape, partial) and reshape.func is tokens_to_map
+    return layer.norm1 if tokens and isinstance(getattr(layer, "norm1", None), nn.Module) else layer
+
+
+def cam_extractor(net: nn.Module, method: str = "gradcam"):
+    """A pytorch-grad-cam object for ``net``: its ``cam_target_layer``, ``cam_reshape`` and class logits."""
+    from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, ScoreCAM
+
+    classes = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "scorecam": ScoreCAM}
+    if method not in classes:
+        raise ConfigError(f"--method must be one of {list(classes)}, got {method!r}")
+    layer, reshape = cam_target_layer(net), getattr(net, "cam_reshape", None)
+    extractor = classes[method](model=ClassLogits(net), target_layers=[layer], reshape_transform=reshape)
+    if method == "scorecam":
+        extractor.batch_size = 64  # masked copies of the input per forward pass (the library's default is 16)
+    return extractor
+
+
+def compute_cams(extractor, images: torch.Tensor, targets: list[int]) -> np.ndarray:
+    """CAMs ``(N, H, W)`` in [0, 1] (scaled per image by the library) of ``images`` for the ``targets`` classes."""
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    with contextlib.redirect_stderr(io.StringIO()):  # ScoreCAM draws a tqdm bar per image
+        cams = extractor(input_tensor=images, targets=[ClassifierOutputTarget(int(t)) for t in targets])
+    return np.nan_to_num(np.asarray(cams, dtype=np.float32))
+
+
+@torch.no_grad()
+def predict(net: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Class probabilities ``(N, C)`` (on the CPU) of ``images``, run where ``net`` lies."""
+    device = next(net.parameters()).device
+    return ClassLogits(net).eval()(images.to(device)).softmax(dim=1).cpu()
+
+
+def _batches(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+# --- drawing --------------------------------------------------------------------------------------------------
+
+
+def _rgb(display: np.ndarray) -> np.ndarray:
+    """The prepared image as float RGB in [0, 1]: three channels as they are, else the first one in grey."""
+    image = display.astype(np.float32) / 255.0
+    return image if image.shape[2] == 3 else np.repeat(image[..., :1], 3, axis=2)
+
+
+def draw_overlay(item: CamItem, cam: np.ndarray, title: str, path: Path) -> Path:
+    """Save the image beside the CAM over it (jet colour map), with ``title`` above; return ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    image = _rgb(item.display)
+    fig, axes = plt.subplots(1, 2, figsize=(6.4, 3.6))
+    axes[0].imshow(image)
+    axes[0].set_title("image", fontsize=9)
+    axes[1].imshow(show_cam_on_image(image, cam, use_rgb=True))
+    if item.mask is not None and item.mask.any():
+        axes[1].contour(item.mask, levels=[0.5], colors="white", linewidths=0.8)
+    axes[1].set_title("CAM (white: tumour mask)" if item.mask is not None and item.mask.any() else "CAM", fontsize=9)
+    for ax in axes:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# --- the command ----------------------------------------------------------------------------------------------
+
+
+def _sample_index(datamodule) -> dict[Path, Sample]:
+    return {Path(s.image).resolve(): s for s in getattr(datamodule, "samples", [])}
+
+
+def _test_samples(datamodule) -> list[Sample]:
+    datamodule.setup("test")
+    ds = datamodule.datasets["test"]
+    return [datamodule.store.samples[i] for i in ds.indices]
+
+
+def _overlays(net, extractor, items: list[CamItem], names: list[str], out: Path, batch_size: int) -> list[dict]:
+    rows = []
+    for batch in _batches(items, batch_size):
+        images = torch.stack([it.tensor for it in batch])
+        probs = predict(net, images)
+        predicted = probs.argmax(dim=1).tolist()
+        cams = compute_cams(extractor, images, predicted)
+        for item, cam, pred, p in zip(batch, cams, predicted, probs.tolist(), strict=True):
+            true = names[item.label] if item.label is not None else "unknown"
+            title = f"{item.path.name}\ntrue: {true}, predicted: {names[pred]} (p = {p[pred]:.2f})"
+            png = draw_overlay(item, cam, title, out / f"{len(rows):03d}_{item.path.stem}.png")
+            rows.append({"file": str(item.path), "true_class": true, "predicted_class": names[pred],
+                         "probability": round(p[pred], 4), "overlay": png.name})  # fmt: skip
+    return rows
+
+
+def _misclassified(net, items: list[CamItem], batch_size: int) -> list[CamItem]:
+    wrong = []
+    for batch in _batches(items, batch_size):
+        predicted = predict(net, torch.stack([it.tensor for it in batch])).argmax(dim=1).tolist()
+        wrong += [it for it, p in zip(batch, predicted, strict=True) if p != it.label]
+    return wrong
+
+
+def score_localisation(
+    net, extractor, items: list[CamItem], batch_size: int = 16, tolerance: float = DEFAULT_TOLERANCE,
+    top: float = DEFAULT_TOP,
+) -> dict:  # fmt: skip
+    """Mean localisation scores of the CAMs of the true class over ``items`` with a non-empty mask."""
+    scored = [it for it in items if it.mask is not None and it.mask.any() and it.label is not None]
+    rows = []
+    for batch in _batches(scored, batch_size):
+        cams = compute_cams(extractor, torch.stack([it.tensor for it in batch]), [it.label for it in batch])
+        rows += [
+            {"file": str(it.path), **localisation_scores(cam, it.mask, tolerance, top)}
+            for cam, it in zip(cams, batch, strict=True)
+        ]
+    means = mean_scores([{k: v for k, v in r.items() if k != "file"} for r in rows])
+    return {"slices": len(rows), "tolerance_px": tolerance, "top_fraction": top, **means, "per_slice": rows}
+
+
+def _write_csv(rows: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _items(paths: list[str], datamodule, spec: DecodeSpec, mean: list[float], std: list[float]) -> list[CamItem]:
+    known = _sample_index(datamodule)
+    items = []
+    for path in paths:
+        if not Path(path).is_file():
+            raise DataError(f"--images {path}: no such file")
+        items.append(load_item(path, spec, mean, std, known.get(Path(path).resolve())))
+    return items
+
+
+def explain(
+    run_dir: str | Path,
+    out: str | Path,
+    images: list[str] | None = None,
+    method: str = "gradcam",
+    misclassified: bool = False,
+    score: bool = False,
+    limit: int = 50,
+    data_root: str | None = None,
+    batch_size: int = 16,
+    tolerance: float = DEFAULT_TOLERANCE,
+    top: float = DEFAULT_TOP,
+    device: str | None = None,
+) -> dict:
+    """What ``tumorlab cam`` does: overlays into ``out`` (listed in ``out/cams.csv``) and, with ``score``,
+    ``out/localisation.json`` (the means) and ``out/localisation.csv`` (per slice).
+
+    Returns ``{"overlays": [...rows of cams.csv], "localisation": {...} or None}``. ``device``: where the network
+    runs (default: CUDA when available).
+    """
+    if not images and not misclassified and not score:
+        raise ConfigError("tumorlab cam needs --images PATH..., --misclassified or --score")
+    task, datamodule = load_run(run_dir, data_root)
+    spec, mean, std = run_preprocessing(run_dir)
+    net = task.net.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    names = list(getattr(datamodule, "class_names", None) or [str(i) for i in range(net.num_classes)])
+    items = _items(list(images or []), datamodule, spec, mean, std)
+    test = [load_item(s.image, spec, mean, std, s) for s in _test_samples(datamodule)] if misclassified or score else []
+    if score and not any(it.mask is not None for it in test):
+        raise DataError(f"--score needs data with tumour masks; the run's data ({type(datamodule).__name__}) has none")
+    if misclassified:
+        items += _misclassified(net, test, batch_size)[:limit]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    extractor = cam_extractor(net, method)
+    rows = _overlays(net, extractor, items, names, out, batch_size)
+    if rows:
+        _write_csv(rows, out / "cams.csv")
+    result = None
+    if score:
+        scores = score_localisation(net, extractor, test, batch_size, tolerance, top)
+        if scores["per_slice"]:
+            _write_csv(scores["per_slice"], out / "localisation.csv")
+        result = {"run": str(resolve_run(run_dir)[0]), "method": method, "split": "test",
+                  **{k: v for k, v in scores.items() if k != "per_slice"}}  # fmt: skip
+        (out / LOCALISATION_FILE).write_text(json.dumps(result, indent=2) + "\n")
+    return {"overlays": rows, "localisation": result}
+
+
+def format_explanation(result: dict, out: str | Path) -> str:
+    """What ``tumorlab cam`` prints: one line per overlay, then the localisation means (with ``--score``)."""
+    lines = [
+        f"{r['overlay']}: true {r['true_class']}, predicted {r['predicted_class']} (p = {r['probability']})"
+        for r in result["overlays"]
+    ]
+    lines.append(f"{len(result['overlays'])} overlays in {out}")
+    s = result["localisation"]
+    if s is not None:
+        lines.append(
+            f"localisation over {s['slices']} tumour slices of the test split ({s['method']}): pointing game "
+            f"{s['pointing_game']:.3f} (chance {s['pointing_chance']:.3f}, tolerance {s['tolerance_px']:g} px), "
+            f"IoU of the top {s['top_fraction']:.0%} {s['iou_top']:.3f}, energy inside the mask "
+            f"{s['energy_share']:.3f} (mask share {s['mask_share']:.3f}) -> {Path(out) / LOCALISATION_FILE}"
+        )
+    return "\n".join(lines)
