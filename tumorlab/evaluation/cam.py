@@ -190,22 +190,12 @@ class ClassLogits(nn.Module):
 
 
 def cam_target_layer(net: nn.Module) -> nn.Module:
-    """The module to hook: ``net.cam_layer``, except for ViT tokens, where it is that block's ``norm1``.
-
-    A class-token ViT's logits read only the class token after its last block, so the patch tokens of that
-    block's output get no gradient and their Grad-CAM is zero everywhere. The block's first LayerNorm feeds its
-    attention, through which the patch tokens reach the class token (pytorch-grad-cam's ViT example hooks the
-    same module); its output has the block's token layout, so ``cam_reshape`` applies unchanged.
-    """
-    from functools import partial
-
-    from tumorlab.models.face import tokens_to_map
-
-    layer, reshape = getattr(net, "cam_layer", None), getattr(net, "cam_reshape", None)
+    """The module to hook: the network's ``cam_layer`` (for a ViT its last block's ``norm1``, see
+    ``TimmClassifier``)."""
+    layer = getattr(net, "cam_layer", None)
     if not isinstance(layer, nn.Module):
         raise ConfigError(f"{type(net).__name__} has no cam_layer to compute a class-activation map on")
-    tokens = isinstance(reshape, partial) and reshape.func is tokens_to_map
-    return layer.norm1 if tokens and isinstance(getattr(layer, "norm1", None), nn.Module) else layer
+    return layer
 
 
 def cam_extractor(net: nn.Module, method: str = "gradcam"):

@@ -17,9 +17,9 @@ Input sizes: ``inception_v3`` needs at least 75 px; ViTs expect the size they we
 
 The face (``forward_features``, ``forward_head``, ``reset_classifier``) wraps timm's own; ``cam_layer`` is the
 module timm's ``feature_info`` names for the deepest features (the last stage of a CNN), or the last transformer
-block of a ViT, whose tokens ``cam_reshape`` turns into a patch map. ``preprocessing`` reads the mean and std of
-timm's ``pretrained_cfg``: with ``pretrained: false`` too, since the architecture's default config is the one its
-weights were trained with.
+block's first LayerNorm (``norm1``) of a ViT, whose tokens ``cam_reshape`` turns into a patch map.
+``preprocessing`` reads the mean and std of timm's ``pretrained_cfg``: with ``pretrained: false`` too, since the
+architecture's default config is the one its weights were trained with.
 """
 
 from __future__ import annotations
@@ -183,7 +183,12 @@ def _cam_target(backbone: nn.Module) -> tuple[str | None, str]:
     embed = getattr(backbone, "patch_embed", None)
     blocks = getattr(backbone, "blocks", None)
     if hasattr(backbone, "num_prefix_tokens") and hasattr(embed, "grid_size") and blocks is not None:
-        return f"blocks.{len(blocks) - 1}", "tokens"
+        # The last block's first LayerNorm, not the block: a class-token ViT's logits read only the class token
+        # of the block's output, so its patch tokens get no gradient there and a Grad-CAM would be zero. Through
+        # the block's attention the normed patch tokens do reach the class token (pytorch-grad-cam's ViT example
+        # hooks the same module); the output keeps the token layout, so cam_reshape applies unchanged.
+        last = f"blocks.{len(blocks) - 1}"
+        return (f"{last}.norm1" if _has_submodule(backbone, f"{last}.norm1") else last), "tokens"
     layout = "nhwc" if str(getattr(backbone, "output_fmt", "NCHW")) == "NHWC" else "nchw"
     info = getattr(backbone, "feature_info", None)
     if info:
