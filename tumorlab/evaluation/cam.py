@@ -20,7 +20,6 @@ import contextlib
 import csv
 import io
 import json
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,54 +85,13 @@ def _run_files(run_dir: str | Path) -> tuple[Path, dict, dict]:
 
 
 def load_run(run_dir: str | Path, data_root: str | None = None) -> tuple:
-    """The run's task (with its best weights, in eval mode) and data module, built from its ``config.yaml``.
-
-    ``run_dir`` is a run folder or a checkpoint in one (``resolve_run``). The data module is built first and sets
-    the network's ``num_classes``, ``in_channels`` and ``image_size`` exactly as ``tumorlab fit`` links them.
-    ``data_root`` replaces ``data.init_args.root`` (the run's data moved).
-    """
-    from lightning.pytorch import LightningDataModule, LightningModule
-    from lightning.pytorch.cli import LightningArgumentParser
-
-    import tumorlab.data  # noqa: F401  (short class names in configs)
-    import tumorlab.models  # noqa: F401
-    import tumorlab.tasks  # noqa: F401
-    from tumorlab.links import LINKED_NET_ARGS
+    """The run's task (with its best weights, in eval mode) and data module, built from its ``config.yaml``
+    (``tumorlab.evaluation.loading.load_model``). ``run_dir`` is a run folder or a checkpoint in one
+    (``resolve_run``); ``data_root`` replaces ``data.init_args.root`` (the run's data moved)."""
+    from tumorlab.evaluation.loading import load_model, read_run
 
     run, ckpt = resolve_run(run_dir)
-    _, config, _ = _run_files(run)
-    if data_root is not None:
-        config["data"].setdefault("init_args", {})["root"] = str(data_root)
-    _no_pretrained_weights(config["model"])
-    parser = LightningArgumentParser(exit_on_error=False)
-    parser.add_lightning_class_args(LightningModule, "model", subclass_mode=True)
-    parser.add_lightning_class_args(LightningDataModule, "data", subclass_mode=True)
-    for name in LINKED_NET_ARGS:  # as TumorlabCLI links them
-        parser.link_arguments(f"data.{name}", f"model.init_args.net.init_args.{name}", apply_on="instantiate")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # jsonargparse's deprecation notes on Lightning's parser
-        parsed = parser.parse_object({"model": config["model"], "data": config["data"]})
-        built = parser.instantiate_classes(parsed)
-    task, datamodule = built.model, built.data
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
-    task.load_state_dict(state)
-    return task.eval(), datamodule
-
-
-# Network arguments that fetch starting weights; the checkpoint replaces them all, so nothing is downloaded.
-_STARTING_WEIGHTS = {"pretrained": False, "weights_file": None, "encoder_weights": None}
-
-
-def _no_pretrained_weights(node) -> None:
-    """Turn off pretrained starting weights in every ``init_args`` below ``node`` (a config dict)."""
-    if isinstance(node, dict):
-        args = node.get("init_args")
-        if isinstance(args, dict):
-            for key, value in _STARTING_WEIGHTS.items():
-                if key in args:
-                    args[key] = value
-        for child in node.values():
-            _no_pretrained_weights(child)
+    return load_model(read_run(run), str(ckpt), data_root=data_root)
 
 
 def run_preprocessing(run_dir: str | Path) -> tuple[DecodeSpec, list[float], list[float]]:

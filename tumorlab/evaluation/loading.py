@@ -161,13 +161,14 @@ def predictions_of(run: RunFolder) -> tuple[Path, Path | None]:
     return target, made.parent
 
 
-def load_model(run: RunFolder, checkpoint: str | None = None):
+def load_model(run: RunFolder, checkpoint: str | None = None, data_root: str | None = None):
     """``(task, datamodule)`` of a run, rebuilt from its ``config.yaml`` with the checkpoint's weights.
 
     The config is instantiated as ``tumorlab`` does (jsonargparse, the data module's sizes linked into the
     network); the normalisation applied in training is in the saved ``data.normalize``. Pretrained weights
-    (``encoder_weights``, ``pretrained``) are not downloaded: the checkpoint replaces them. The data module is
-    not set up; the task is in eval mode on the CPU.
+    (``encoder_weights``, ``pretrained``, ``weights_file``) are not downloaded or read: the checkpoint replaces
+    them. ``data_root`` replaces ``data.init_args.root`` (the run's data moved). The data module is not set up;
+    the task is in eval mode on the CPU. The checkpoint is read with ``torch.load(weights_only=True)``.
     """
     import torch
     from jsonargparse import ArgumentParser
@@ -183,13 +184,11 @@ def load_model(run: RunFolder, checkpoint: str | None = None):
     parser.add_subclass_arguments(LightningModule, "model")
     for name in LINKED_NET_ARGS:
         parser.link_arguments(f"data.{name}", f"model.init_args.net.init_args.{name}", apply_on="instantiate")
-    model = copy.deepcopy(run.config["model"])
-    net_args = ((model.get("init_args") or {}).get("net") or {}).get("init_args") or {}
-    # The checkpoint holds every weight: downloading pretrained ones first would only fail offline.
-    for key, off in (("encoder_weights", None), ("pretrained", False)):
-        if net_args.get(key):
-            net_args[key] = off
-    parsed = parser.parse_object({"data": run.config["data"], "model": model})
+    model, data = copy.deepcopy(run.config["model"]), copy.deepcopy(run.config["data"])
+    _no_starting_weights(model)  # the checkpoint holds every weight: fetching pretrained ones would only fail offline
+    if data_root is not None:
+        data.setdefault("init_args", {})["root"] = str(data_root)
+    parsed = parser.parse_object({"data": data, "model": model})
     built = parser.instantiate(parsed)
     checkpoint = checkpoint or run.checkpoint()
     if checkpoint is None:
@@ -200,3 +199,19 @@ def load_model(run: RunFolder, checkpoint: str | None = None):
     if missing:
         raise DataError(f"{checkpoint}: the checkpoint lacks weights of the run's network ({missing[0]}, ...)")
     return built.model.eval(), built.data
+
+
+# Network arguments that fetch starting weights; the checkpoint replaces them all, so nothing is downloaded.
+_STARTING_WEIGHTS = {"pretrained": False, "weights_file": None, "encoder_weights": None}
+
+
+def _no_starting_weights(node) -> None:
+    """Turn off pretrained starting weights in every ``init_args`` below ``node`` (a config dict)."""
+    if isinstance(node, dict):
+        args = node.get("init_args")
+        if isinstance(args, dict):
+            for key, value in _STARTING_WEIGHTS.items():
+                if key in args:
+                    args[key] = value
+        for child in node.values():
+            _no_starting_weights(child)
