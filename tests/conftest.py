@@ -53,7 +53,7 @@ def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.Completed
     )
 
 
-# A few batches on the CPU, no logger: what in-process CLI tests append after the config under test.
+# A few batches on the CPU, no logger, no run report: what in-process CLI tests append after the config under test.
 FAST_TRAINER = [
     "--config",
     str(REPO / "configs" / "trainer" / "fast.yaml"),
@@ -64,6 +64,8 @@ FAST_TRAINER = [
     "--trainer.limit_test_batches",
     "1",
     "--trainer.logger",
+    "false",
+    "--run.report",
     "false",
 ]
 

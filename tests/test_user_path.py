@@ -20,7 +20,7 @@ def trained(tmp_path_factory, lgg_phantom):
     root = tmp_path_factory.mktemp("runs")
     args = ["fit", "--config", DEMO, *FAST_TRAINER, "--data.root", str(lgg_phantom), "--data.image_size", "48"]
     assert main([*args, "--run.root", str(root), "--run.test_after_fit", "true"]) == 0
-    (fit_dir,) = (root / "demo").iterdir()
+    (fit_dir,) = [p for p in (root / "demo").iterdir() if p.name.endswith("_fit")]
     return fit_dir
 
 
