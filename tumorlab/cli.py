@@ -229,7 +229,7 @@ def _prune(ns: argparse.Namespace) -> int:
 
 def _bench_latency(ns: argparse.Namespace) -> int:
     _quiet_trainers()
-    from tumorlab.compression.bench import bench_latency
+    from tumorlab.compression.latency import bench_latency
 
     print(bench_latency(ns.ckpt_path, batch_sizes=ns.batch_sizes, n_threads=ns.threads, runs=ns.runs, onnx=ns.onnx))
     return 0

@@ -183,3 +183,51 @@ def format_latency_table(rows: Sequence[LatencyRow], n_threads: int, reference: 
         cells.append(f"{speedup:.2f}×")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _label(run) -> str:
+    """A short row name: the pruning method and sparsity of a pruned model, else the run's folder name."""
+    import json
+
+    record = json.loads((run.run_dir / "run.json").read_text()) if (run.run_dir / "run.json").is_file() else {}
+    if record.get("command") == "prune" and record.get("method"):
+        return f"{type(run.task.net).__name__} {record['method']} {float(record['sparsity']):.0%}"
+    return f"{type(run.task.net).__name__} {run.run_dir.parent.name}/{run.run_dir.name}"
+
+
+def bench_latency(
+    ckpt_paths: Sequence[str | Path],
+    batch_sizes: Sequence[int] = (1, 32),
+    n_threads: int = 1,
+    runs: int = 30,
+    onnx: bool = False,
+) -> str:
+    """``tumorlab bench latency``: the Markdown table of every run in ``ckpt_paths`` (the first is the reference).
+
+    Args:
+        ckpt_paths: run folders or checkpoints (dense runs, pruned models written by ``tumorlab prune``).
+        batch_sizes: batch sizes timed.
+        n_threads: CPU threads of PyTorch and ONNX Runtime.
+        runs: timed calls per batch size.
+        onnx: also export each model (dynamic batch, to a temporary file) and time it with ONNX Runtime.
+    """
+    import tempfile
+
+    from tumorlab.compression.export import export_onnx, run_metadata
+    from tumorlab.compression.loading import load_run
+    from tumorlab.errors import ConfigError
+
+    if n_threads < 1 or runs < 2 or not batch_sizes or min(batch_sizes) < 1:
+        raise ConfigError("bench latency needs --threads >= 1, --runs >= 2 and batch sizes >= 1")
+    rows: list[LatencyRow] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, ckpt in enumerate(ckpt_paths):
+            run = load_run(ckpt)
+            dm = run.datamodule
+            shape = (int(dm.in_channels), int(dm.image_size), int(dm.image_size))
+            onnx_file = None
+            if onnx:
+                onnx_file = export_onnx(run.task, Path(tmp) / f"m{k}.onnx", run_metadata(run), dynamic_batch=True)
+            size = run.checkpoint.stat().st_size / 1e6
+            rows += time_model(_label(run), run.task.net, shape, batch_sizes, n_threads, runs, size, onnx_file)
+    return format_latency_table(rows, n_threads)
