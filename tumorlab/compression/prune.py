@@ -253,7 +253,7 @@ class MagnitudePruning(Callback):
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args) -> None:
         if self.target(trainer.current_epoch) is not None:
             zeros, total = weight_sparsity(_net_of(pl_module))
-            pl_module.log("prune/sparsity", zeros / total, on_step=False, on_epoch=True)
+            pl_module.log("prune/sparsity", zeros / total, on_step=False, on_epoch=True, batch_size=1)
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
         checkpoint["state_dict"] = fold_masks(checkpoint["state_dict"])
