@@ -87,6 +87,7 @@ def _test(task, run: LoadedRun, root: Path) -> dict[str, float]:
 
 def _finetune(task, run: LoadedRun, root: Path, epochs: int) -> None:
     if epochs > 0:
+        task.train()  # Lightning keeps the mode it finds; dropout and BatchNorm must train
         _trainer(run.config, root, epochs).fit(task, datamodule=run.datamodule)
     task.eval()
 
