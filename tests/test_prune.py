@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -146,7 +147,9 @@ def test_channel_pruning_names_the_layer_it_cannot_trace():
 
 
 def test_callback_prunes_at_its_epoch_and_saves_plain_checkpoints(lgg_phantom, tmp_path):
-    callback = '[{"class_path": "tumorlab.compression.prune.MagnitudePruning", "init_args": {"sparsity": 0.6, "at_epoch": 1}}]'
+    # a list: a single callback dict (the sweep's form) needs lightning_cli to accept a lone callback
+    callback = json.dumps([{"class_path": "tumorlab.compression.prune.MagnitudePruning",
+                            "init_args": {"sparsity": 0.6, "at_epoch": 1}}])
     args = ["fit", "--config", str(REPO / "configs/experiments/lgg_cnn9.yaml"), *FAST_TRAINER]
     args += ["--data.root", str(lgg_phantom), "--data.image_size", "32", "--model.net.init_args.width", "8"]
     args += ["--trainer.max_epochs", "2", f"--trainer.callbacks={callback}"]

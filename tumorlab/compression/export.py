@@ -18,6 +18,7 @@ check metadata with onnxruntime and numpy alone.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,10 @@ def export_onnx(task: Any, path: str | Path, metadata: dict, dynamic_batch: bool
     axes = {name: {0: "batch"} for name in ["image", *outputs]} if dynamic_batch else None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
+    # Input checks of the networks (image side, divisibility) compare shapes the tracer records as constants:
+    # right for the fixed image size, and the batch dimension is never checked, so its warnings are noise.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(
             module, (example,), str(path), input_names=["image"], output_names=outputs,
             dynamic_axes=axes, opset_version=opset, dynamo=False,
