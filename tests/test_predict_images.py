@@ -62,8 +62,10 @@ def test_a_folder_gives_one_row_per_image_and_the_broken_one_says_why(cnn9_run, 
 
 
 def test_onnx_predictions_match_the_checkpoint_and_need_no_torch(cnn9_run, images, cli, tmp_path):
-    assert cli("export", "--ckpt_path", str(cnn9_run), "--dynamic-batch", "--out", str(tmp_path / "m.onnx")).returncode == 0
-    assert cli("predict-images", "--ckpt_path", str(cnn9_run), str(images), "--out", str(tmp_path / "t")).returncode == 0
+    onnx_file = str(tmp_path / "m.onnx")
+    assert cli("export", "--ckpt_path", str(cnn9_run), "--dynamic-batch", "--out", onnx_file).returncode == 0
+    result = cli("predict-images", "--ckpt_path", str(cnn9_run), str(images), "--out", str(tmp_path / "t"))
+    assert result.returncode == 0
     code = (
         "import sys; from tumorlab.compression.predict_images import predict_images; "
         f"predict_images([{str(images / '*.tif')!r}], onnx={str(tmp_path / 'm.onnx')!r}, out={str(tmp_path / 'o')!r}); "

@@ -284,6 +284,7 @@ def _add_compression_commands(sub) -> None:
     prune.set_defaults(func=_prune, argv=None)
 
     bench = sub.add_parser("bench", help="measure trained models (bench latency)")
+    bench.set_defaults(func=lambda ns: bench.print_help())
     bench_sub = bench.add_subparsers(title="benchmarks", metavar="<benchmark>")
     latency = bench_sub.add_parser(
         "latency",
