@@ -75,7 +75,8 @@ def _targets(magnitude: dict, channel: dict) -> list[str]:
         f"({'meets' if speedup >= 2 else 'misses'} >= 2×); test accuracy {float(channel['dense_acc']):.4f} -> "
         f"{float(channel['finetuned_acc']):.4f} after fine-tuning, {lost:+.1f} points lost "
         f"({'meets' if lost <= 1 else 'misses'} <= 1 point)",
-        f"- magnitude pruning {float(magnitude['sparsity']):.0%}: batch-1 speed-up {float(magnitude['speedup_b1']):.2f}× "
+        f"- magnitude pruning {float(magnitude['sparsity']):.0%}: batch-1 speed-up "
+        f"{float(magnitude['speedup_b1']):.2f}× "
         f"(zeroed weights are still multiplied); test accuracy {float(magnitude['dense_acc']):.4f} -> "
         f"{float(magnitude['finetuned_acc']):.4f}",
     ]
