@@ -3,9 +3,10 @@
 Latency is measured the way that gives stable numbers on a shared machine: a fixed thread count (printed with
 the table), a few warm-up calls (allocator, oneDNN kernel selection), then ``runs`` timed calls, reported as the
 median and the interquartile range (IQR, the spread of the middle half) in milliseconds. ``images/s`` is the
-batch size over the median. MACs (multiply-accumulates of one image) come from
-``torch.utils.flop_counter.FlopCounterMode`` (FLOPs / 2); zeroed weights count like any other, as a dense kernel
-computes them.
+batch size over the median. ``file MB`` is the checkpoint file (a ``fit`` checkpoint also holds the optimiser
+state) or the ONNX file; ``weights MB`` the network's ``state_dict`` alone. MACs (multiply-accumulates of one
+image) come from ``torch.utils.flop_counter.FlopCounterMode`` (FLOPs / 2); zeroed weights count like any other,
+as a dense kernel computes them.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class LatencyRow:
     nonzero: int
     macs: int | None
     size_mb: float | None
+    weights_mb: float | None = None
     timings: list[Timing] = field(default_factory=list)
 
 
@@ -117,6 +119,15 @@ def count_macs(net: nn.Module, x: torch.Tensor) -> int:
     return counter.get_total_flops() // 2
 
 
+def weights_megabytes(net: nn.Module) -> float:
+    """Size of ``torch.save(net.state_dict())`` in MB: the weights alone, without a checkpoint's optimiser state."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(net.state_dict(), buffer)
+    return buffer.tell() / 1e6
+
+
 def parameter_counts(net: nn.Module) -> tuple[int, int]:
     """``(parameters, non-zero parameters)`` of ``net``."""
     params = list(net.parameters())
@@ -149,13 +160,13 @@ def time_model(
     params, nonzero = parameter_counts(net)
     with threads(n_threads):
         macs = count_macs(net, torch.zeros(1, *shape))
-        rows = [LatencyRow(name, "pytorch", params, nonzero, macs, size_mb)]
+        rows = [LatencyRow(name, "pytorch", params, nonzero, macs, size_mb, weights_megabytes(net))]
         for b in batch_sizes:
             x = torch.randn(b, *shape)
             rows[0].timings.append(measure(torch_runner(net, x), b, runs=runs))
         if onnx_file is not None:
             size = Path(onnx_file).stat().st_size / 1e6
-            rows.append(LatencyRow(name, "onnxruntime", params, nonzero, macs, size))
+            rows.append(LatencyRow(name, "onnxruntime", params, nonzero, macs, size, size))
             for b in batch_sizes:
                 x = np.random.default_rng(0).standard_normal((b, *shape), dtype=np.float32)
                 rows[1].timings.append(measure(onnx_runner(onnx_file, x, n_threads), b, runs=runs))
@@ -168,7 +179,7 @@ def format_latency_table(rows: Sequence[LatencyRow], n_threads: int, reference: 
         return ""
     base = next((r for r in rows if r.name == reference), rows[0])
     batches = [t.batch for t in base.timings]
-    head = ["model", "runtime", "params", "non-zero", "MMACs", "file MB"]
+    head = ["model", "runtime", "params", "non-zero", "MMACs", "file MB", "weights MB"]
     for b in batches:
         head += [f"b{b} median ms", f"b{b} IQR ms", f"b{b} img/s"]
     head.append("b1 speed-up" if batches and batches[0] == 1 else f"b{batches[0]} speed-up")
@@ -177,6 +188,7 @@ def format_latency_table(rows: Sequence[LatencyRow], n_threads: int, reference: 
     for r in rows:
         cells = [r.name, r.runtime, f"{r.params:,}", f"{r.nonzero:,}"]
         cells += [f"{r.macs / 1e6:.1f}" if r.macs is not None else "", f"{r.size_mb:.2f}" if r.size_mb else ""]
+        cells.append(f"{r.weights_mb:.2f}" if r.weights_mb else "")
         for t in r.timings:
             cells += [f"{t.median_ms:.2f}", f"{t.iqr_ms:.2f}", f"{t.images_per_s:.0f}"]
         speedup = base.timings[0].median_ms / r.timings[0].median_ms if r.timings and base.timings else float("nan")
