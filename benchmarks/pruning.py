@@ -42,6 +42,12 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=30, help="timed calls per batch size")
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--work", type=Path, help="folder for the runs (default: a temporary folder)")
+    parser.add_argument("--run", type=Path, help="an existing lgg_cnn9 run folder to prune instead of training one")
+    parser.add_argument(
+        "--checkpoint", choices=("last", "best"), default="last",
+        help="prune the final weights (default) or the run's best checkpoint by val/auroc, which on the few "
+        "validation patients of the sample can be an early, barely trained epoch",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, help="also write the report to this Markdown file")
     parser.add_argument("--quick", action="store_true", help="1 epoch of training and of fine-tuning, 10 runs")
     ns = parser.parse_args(argv)
@@ -90,19 +96,21 @@ def main(argv: list[str] | None = None) -> str:
     os.environ.setdefault("WANDB_MODE", "disabled")
     work = ns.work or Path(tempfile.mkdtemp(prefix="tumorlab_pruning_"))
     start = time.perf_counter()
-    _tumorlab(
-        "fit", "--config", str(REPO / "configs/experiments/lgg_cnn9.yaml"), "--data.root", str(ns.root),
-        "--data.image_size", str(ns.image_size), "--trainer.max_epochs", str(ns.epochs), "--trainer.logger", "false",
-        "--run.root", str(work), "--run.name", "lgg_cnn9",
-    )  # fmt: skip
-    run = _newest(work / "lgg_cnn9", "*_fit")
+    if ns.run is None:
+        _tumorlab(
+            "fit", "--config", str(REPO / "configs/experiments/lgg_cnn9.yaml"), "--data.root", str(ns.root),
+            "--data.image_size", str(ns.image_size), "--trainer.max_epochs", str(ns.epochs),
+            "--trainer.logger", "false", "--run.root", str(work), "--run.name", "lgg_cnn9",
+        )  # fmt: skip
+    run_dir = ns.run or _newest(work / "lgg_cnn9", "*_fit")
+    run = run_dir / "checkpoints" / "last.ckpt" if ns.checkpoint == "last" else run_dir
     fit_s = time.perf_counter() - start
     common = ["--sparsity", str(ns.sparsity), "--finetune-epochs", str(ns.finetune_epochs)]
     common += ["--threads", str(ns.threads)]
     _tumorlab("prune", "--ckpt_path", str(run), "--method", "magnitude", *common)
-    magnitude = _newest(work / "lgg_cnn9", "*_prune")
+    magnitude = _newest(run_dir.parent, "*_prune")
     _tumorlab("prune", "--ckpt_path", str(run), "--method", "channel", *common)
-    channel = _newest(work / "lgg_cnn9", "*_prune")
+    channel = _newest(run_dir.parent, "*_prune")
     from tumorlab.compression.latency import bench_latency
 
     s = f"s{ns.sparsity:.2f}"
@@ -114,7 +122,8 @@ def main(argv: list[str] | None = None) -> str:
         [
             "## Pruning CNN9 (LGG tumour / no tumour, 128 px): magnitude vs channel, PyTorch vs ONNX Runtime",
             "",
-            f"`{command}`: {ns.epochs} dense epoch(s), {ns.finetune_epochs} fine-tuning epoch(s) per pruned model; "
+            f"`{command}`: {ns.epochs} dense epoch(s) ({ns.checkpoint} checkpoint {run}), "
+            f"{ns.finetune_epochs} fine-tuning epoch(s) per pruned model; "
             f"data {ns.root}; {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs; "
             f"total {time.perf_counter() - start:.0f} s (dense fit {fit_s:.0f} s).",
             "",

@@ -95,6 +95,7 @@ def test_an_onnx_file_whose_metadata_does_not_fit_is_refused(cnn9_run, images, c
     assert result.returncode == 2 and "metadata does not match" in result.stderr and "1 channels" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_segmenter_writes_a_mask_and_an_overlay_per_image(lgg_phantom, images, tmp_path, cli):
     run = _fit("configs/experiments/lgg_unet_multitask.yaml", tmp_path, "unet", lgg_phantom, *TINY_UNET)
     result = cli("predict-images", "--ckpt_path", str(run), str(images / "*.tif"), "--out", str(tmp_path / "p"))

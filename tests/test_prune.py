@@ -146,6 +146,7 @@ def test_channel_pruning_names_the_layer_it_cannot_trace():
         channel_prune(vit, 0.5, torch.randn(1, 3, 32, 32))
 
 
+@pytest.mark.slow
 def test_callback_prunes_at_its_epoch_and_saves_plain_checkpoints(lgg_phantom, tmp_path):
     # a list: a single callback dict (the sweep's form) needs lightning_cli to accept a lone callback
     callback = json.dumps([{"class_path": "tumorlab.compression.prune.MagnitudePruning",
@@ -201,6 +202,7 @@ def test_prune_command_writes_the_table_and_plain_reloadable_models(cnn9_run, cl
         torch.testing.assert_close(loaded.task(x), load_run(folder / "s0.50").task(x))
 
 
+@pytest.mark.slow
 def test_channel_pruned_run_works_with_tumorlab_test_and_predict(cnn9_run, cli):
     result = cli("prune", "--ckpt_path", str(cnn9_run), "--sparsity", "0.5", "--method", "channel")
     assert result.returncode == 0, result.stderr
