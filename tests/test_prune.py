@@ -177,7 +177,8 @@ def _rows(folder: Path) -> list[dict]:
 
 
 def _prune_folder(run: Path) -> Path:
-    return sorted(run.parent.glob("*_prune"))[-1]
+    """The newest prune folder beside ``run`` (two in the same second are ``..._prune`` and ``..._prune_2``)."""
+    return max(run.parent.glob("*_prune*"), key=lambda p: p.stat().st_mtime_ns)
 
 
 def test_prune_command_writes_the_table_and_plain_reloadable_models(cnn9_run, cli):
