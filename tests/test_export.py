@@ -29,6 +29,10 @@ TASKS = {
     "resnet3": (lambda: ClassificationTask(ResNet3(width=8)), 32),
     "timm_resnet18": (lambda: ClassificationTask(TimmClassifier(name="resnet18", pretrained=False)), 64),
     "timm_efficientnet_b0": (lambda: ClassificationTask(TimmClassifier(name="efficientnet_b0", pretrained=False)), 64),
+    "timm_vit_tiny": (
+        lambda: ClassificationTask(TimmClassifier(name="vit_tiny_patch16_224", pretrained=False, image_size=32)),
+        32,
+    ),
     "unet_multitask": (lambda: MultiTaskTask(_unet()), 32),
     "unet_segmentation": (lambda: SegmentationTask(_unet()), 32),
 }
