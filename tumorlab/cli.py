@@ -221,10 +221,17 @@ def _prune(ns: argparse.Namespace) -> int:
         iterative=ns.iterative,
         finetune_epochs=ns.finetune_epochs,
         n_threads=ns.threads,
-        argv=sys.argv[1:] if ns.argv is None else ns.argv,
+        argv=_prune_argv(ns),
     )
     print(summary(out))
     return 0
+
+
+def _prune_argv(ns: argparse.Namespace) -> list[str]:
+    """The prune command line as parsed (for run.json; ``sys.argv`` is another program's in-process)."""
+    argv = ["prune", "--ckpt_path", str(ns.ckpt_path), "--sparsity", *map(str, ns.sparsity), "--method", ns.method]
+    argv += ["--finetune-epochs", str(ns.finetune_epochs), "--threads", str(ns.threads)]
+    return argv + (["--iterative"] if ns.iterative else [])
 
 
 def _bench_latency(ns: argparse.Namespace) -> int:
@@ -281,7 +288,7 @@ def _add_compression_commands(sub) -> None:
     prune.add_argument("--iterative", action="store_true", help="prune step by step through the sparsities")
     prune.add_argument("--finetune-epochs", type=int, default=1, help="fine-tuning epochs after each step (default 1)")
     prune.add_argument("--threads", type=int, default=1, help="CPU threads for the latency column (default 1)")
-    prune.set_defaults(func=_prune, argv=None)
+    prune.set_defaults(func=_prune)
 
     bench = sub.add_parser("bench", help="measure trained models (bench latency)")
     bench.set_defaults(func=lambda ns: bench.print_help())
