@@ -178,7 +178,8 @@ class TumorlabCLI(LightningCLI):
             wanted.append("tumorlab.callbacks.ChannelsLast")
         if cfg.run.compile:
             wanted.append("tumorlab.callbacks.CompileModel")
-        callbacks = list(cfg.trainer.callbacks or [])
+        callbacks = cfg.trainer.callbacks or []  # one callback may be given as a single class_path dict
+        callbacks = [callbacks] if isinstance(callbacks, Namespace) else list(callbacks)
         if self.command != "fit":  # a run's own config brings its training-only callbacks along
             callbacks = [cb for cb in callbacks if str(getattr(cb, "class_path", "")) not in FIT_ONLY]
         monitor = cfg.model.get("init_args", Namespace()).get("monitor") if cfg.get("model") else None

@@ -1,0 +1,103 @@
+"""`tumorlab synth` and `tumorlab audit`: their parsers and what they run (imported lazily)."""
+
+from __future__ import annotations
+
+import argparse
+
+from tumorlab.errors import TumorlabError
+
+__all__ = ["add_parsers"]
+
+
+def _synth(ns: argparse.Namespace) -> int:
+    from tumorlab.synth import write_folders, write_lgg
+
+    common = {"size": ns.size, "seed": ns.seed, "difficulty": ns.difficulty, "overwrite": ns.overwrite}
+    try:
+        if ns.layout == "lgg":
+            summary = write_lgg(ns.out, patients=ns.patients, slices=tuple(ns.slices), **common)
+            print(
+                f"wrote {summary['patients']} patients, {summary['slices']} slices "
+                f"({summary['tumour_slices']} with tumour) to {ns.out}/kaggle_3m"
+            )
+        else:
+            summary = write_folders(
+                ns.out, train_per_class=ns.train_per_class, test_per_class=ns.test_per_class, **common
+            )
+            for split, counts in summary.items():
+                print(f"wrote {sum(counts.values())} images to {ns.out}/{split}: {counts}")
+    except (FileExistsError, ValueError) as err:
+        raise TumorlabError(str(err)) from err
+    return 0
+
+
+def _audit(ns: argparse.Namespace) -> int:
+    import json
+    import logging
+
+    from tumorlab.data.audit import audit, format_audit
+    from tumorlab.quiet import quiet_known_noise
+
+    quiet_known_noise()
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    report = audit(ns.root, test_root=ns.test_root, near_threshold=ns.near_threshold, seed=ns.seed)
+    print(json.dumps(report, indent=2) if ns.json else format_audit(report))
+    return 0
+
+
+def add_parsers(sub) -> None:
+    """Add ``synth`` and ``audit`` to the subcommands ``sub``."""
+    synth = sub.add_parser(
+        "synth",
+        help="generate synthetic brain-MRI phantoms in the layout of a real data set",
+        description="Write a deterministic synthetic data set in the on-disk layout of the LGG kaggle_3m "
+        "download (--layout lgg) or of the 4-class folder download (--layout folders).",
+    )
+    synth.add_argument(
+        "--layout",
+        choices=("lgg", "folders"),
+        required=True,
+        help="lgg: kaggle_3m/<case>/<case>_<n>.tif + _mask.tif + data.csv; "
+        "folders: Training/ and Testing/ with one JPEG folder per class",
+    )
+    synth.add_argument("--out", required=True, help="output folder (must be new or empty unless --overwrite)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed; the same seed writes the same files")
+    synth.add_argument("--size", type=int, default=256, help="image side in pixels (the real sets: 256)")
+    synth.add_argument(
+        "--difficulty", type=float, default=0.3, help="0 (clean, high tumour contrast) to 1 (noisy, faint tumours)"
+    )
+    synth.add_argument("--patients", type=int, default=20, help="lgg: number of patients")
+    synth.add_argument(
+        "--slices",
+        type=int,
+        nargs=2,
+        default=(20, 32),
+        metavar=("MIN", "MAX"),
+        help="lgg: slices per patient, drawn between MIN and MAX",
+    )
+    synth.add_argument("--train-per-class", type=int, default=60, help="folders: Training images per class")
+    synth.add_argument("--test-per-class", type=int, default=15, help="folders: Testing images per class")
+    synth.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
+    synth.set_defaults(func=_synth)
+
+    audit = sub.add_parser(
+        "audit",
+        help="report what a data root holds: classes, patients, splits, duplicates, leaks, bad files",
+        description="Read a data root as training would and report counts per class, patient and split, "
+        "byte-identical duplicates (SHA-256), near-duplicates (256-bit perceptual hash), duplicates shared "
+        "with a test root, unreadable and skipped files, image sizes and modes.",
+    )
+    audit.add_argument(
+        "root", help="class folders (optionally Training/ + Testing/), an LGG kaggle_3m tree, or a CSV manifest"
+    )
+    audit.add_argument("--test-root", help="class folders of a test set whose overlap with ROOT is reported")
+    audit.add_argument("--json", action="store_true", help="print the full report as JSON")
+    audit.add_argument(
+        "--near-threshold",
+        type=int,
+        default=12,  # = tumorlab.data.duplicates.DEFAULT_NEAR_THRESHOLD (not imported: keeps --help fast)
+        help="perceptual-hash bits (of 256) within which two images count as near-duplicates (default 12)",
+    )
+    audit.add_argument("--seed", type=int, default=42, help="seed of the split that is reported (default 42)")
+    audit.set_defaults(func=_audit)

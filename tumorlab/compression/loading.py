@@ -1,0 +1,289 @@
+"""Rebuild a trained run in Python: its task (with the checkpoint's weights) and its data module.
+
+``load_run(RUN)`` reads ``RUN/config.yaml`` (the resolved config ``fit`` saved), instantiates the data module
+and the task with jsonargparse as ``tumorlab test`` would, sets the sizes the data module links into the network
+(``num_classes``, ``in_channels``, ``image_size``) and loads the weights of the run's best checkpoint (or of the
+checkpoint file given). Nothing is written: no run folder, no logger.
+
+A channel-pruned network cannot be built from its original config (its layers are narrower). Its config names
+``ChannelPruned`` (or ``ChannelPrunedUNet`` for the two-headed U-Net) instead: the original network's config plus
+the shape of every tensor that pruning changed. Building it builds the original network and narrows those layers,
+so the checkpoint's ``state_dict`` (plain tensors, loadable with ``weights_only=True``) fits it, and
+``tumorlab test|predict --ckpt_path`` work on a pruned run folder like on any other.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from tumorlab.errors import ConfigError
+from tumorlab.models.unet import UNetWithClassifier
+
+__all__ = [
+    "ChannelPruned",
+    "ChannelPrunedUNet",
+    "LoadedRun",
+    "build_task",
+    "changed_shapes",
+    "load_run",
+    "narrow_to",
+    "original_net_config",
+    "pruned_net_config",
+]
+
+LINKED = ("num_classes", "in_channels", "image_size")
+
+
+@dataclass
+class LoadedRun:
+    """A run rebuilt from its folder: ``task`` (weights loaded, eval mode), ``datamodule`` (not set up yet),
+    ``config`` (config.yaml as a dict), ``run_dir`` and the ``checkpoint`` file the weights come from."""
+
+    task: Any
+    datamodule: Any
+    config: dict
+    run_dir: Path
+    checkpoint: Path
+
+
+def _resolve(ckpt_path: str | Path) -> tuple[Path, Path]:
+    """``(run folder, checkpoint file)`` of a run folder or of a checkpoint inside ``RUN/checkpoints/``."""
+    from tumorlab.run_config import run_folder_of
+    from tumorlab.runs import find_checkpoint
+
+    path = Path(ckpt_path)
+    if not path.exists():
+        raise ConfigError(f"--ckpt_path {path}: no such run folder or checkpoint file")
+    run = run_folder_of(str(path))
+    if run is None:
+        raise ConfigError(
+            f"--ckpt_path {path}: not a run folder (or a checkpoint inside RUN/checkpoints/) with config.yaml "
+            "and run.json; give the folder that `tumorlab fit` wrote"
+        )
+    return run, Path(find_checkpoint(path))
+
+
+def _instantiate(key: str, base: type, node: dict) -> Any:
+    """Instantiate ``{class_path, init_args}`` under ``key`` with jsonargparse (callables such as the
+    optimiser are resolved as LightningCLI does)."""
+    from jsonargparse import ArgumentParser
+
+    import tumorlab.data  # noqa: F401  (short class names)
+    import tumorlab.tasks  # noqa: F401
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(base, key, required=True)
+    cfg = parser.parse_object({key: node})
+    return parser.instantiate_classes(cfg)[key]
+
+
+def _net_accepts(class_path: str) -> set[str]:
+    module, _, name = class_path.rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    return set(inspect.signature(cls).parameters)
+
+
+def build_task(config: dict, datamodule: Any) -> Any:
+    """The task of ``config`` with the data module's linked sizes set in its network (as the CLI links them)."""
+    from lightning.pytorch import LightningModule
+
+    model = yaml.safe_load(yaml.safe_dump(config["model"]))  # a deep copy
+    net = model.get("init_args", {}).get("net")
+    if isinstance(net, dict) and "class_path" in net:
+        accepts = _net_accepts(net["class_path"])
+        net.setdefault("init_args", {})
+        for name in LINKED:
+            value = getattr(datamodule, name, None)
+            if name in accepts and value is not None:
+                net["init_args"][name] = value
+    return _instantiate("model", LightningModule, model)
+
+
+def load_weights(task: nn.Module, checkpoint: Path) -> None:
+    """Load a Lightning checkpoint's ``state_dict`` into ``task``; a shape mismatch is a ``ConfigError``."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    try:
+        task.load_state_dict(state["state_dict"], strict=True)
+    except (RuntimeError, KeyError) as err:
+        first = str(err).strip().splitlines()
+        raise ConfigError(
+            f"{checkpoint}: its weights do not fit the model of the run's config.yaml "
+            f"({first[1].strip() if len(first) > 1 else first[0]}); a checkpoint of another model type?"
+        ) from None
+
+
+def load_run(ckpt_path: str | Path, weights: bool = True) -> LoadedRun:
+    """Rebuild the run that ``ckpt_path`` (a run folder or a checkpoint in it) names.
+
+    Args:
+        ckpt_path: a run folder (its recorded best checkpoint, else ``checkpoints/last.ckpt``) or a file.
+        weights: load the checkpoint's weights (``False``: the freshly initialised model).
+    """
+    from lightning.pytorch import LightningDataModule
+
+    run, checkpoint = _resolve(ckpt_path)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    if "model" not in config or "data" not in config:
+        raise ConfigError(f"{run / 'config.yaml'}: no model or data section; not a config that fit saved")
+    datamodule = _instantiate("data", LightningDataModule, config["data"])
+    task = build_task(config, datamodule)
+    if weights:
+        load_weights(task, checkpoint)
+    task.eval()
+    return LoadedRun(task, datamodule, config, run, checkpoint)
+
+
+# -- channel-pruned networks ---------------------------------------------------------------------------------
+
+
+def _replace_tensor(module: nn.Module, name: str, shape: list[int]) -> None:
+    old = getattr(module, name)
+    new = torch.zeros(shape, dtype=old.dtype, device=old.device)
+    if isinstance(old, nn.Parameter):
+        setattr(module, name, nn.Parameter(new, requires_grad=old.requires_grad))
+    else:
+        module._buffers[name] = new
+
+
+def _fix_attributes(module: nn.Module) -> None:
+    """Make a narrowed layer's size attributes agree with its new tensors."""
+    if isinstance(module, nn.modules.conv._ConvNd):
+        out, per_group = module.weight.shape[:2]
+        old_per_out = module.out_channels // module.groups
+        groups = max(1, out // old_per_out) if module.groups > 1 else 1
+        module.out_channels, module.groups, module.in_channels = out, groups, per_group * groups
+    elif isinstance(module, nn.Linear):
+        module.out_features, module.in_features = module.weight.shape
+    elif isinstance(module, nn.modules.batchnorm._NormBase):
+        module.num_features = (module.weight if module.weight is not None else module.running_mean).shape[0]
+
+
+def narrow_to(net: nn.Module, shapes: dict[str, list[int]]) -> nn.Module:
+    """Give the tensors named in ``shapes`` (``state_dict`` keys of ``net``) those shapes, in place.
+
+    Values are zeros: the checkpoint's weights are loaded afterwards. Raises ``ConfigError`` for a name that
+    ``net`` lacks (the config and the pruned structure belong to different networks).
+    """
+    tensors = dict(net.named_parameters()) | dict(net.named_buffers())
+    missing = [k for k in shapes if k not in tensors]
+    if missing:
+        raise ConfigError(
+            f"the pruned structure names tensors the network lacks ({', '.join(missing[:3])}); "
+            "the structure and model.net belong to different networks"
+        )
+    touched = set()
+    for key, shape in shapes.items():
+        owner, _, name = key.rpartition(".")
+        module = net.get_submodule(owner) if owner else net
+        _replace_tensor(module, name, list(shape))
+        touched.add(owner)
+    for owner in touched:
+        _fix_attributes(net.get_submodule(owner) if owner else net)
+    return net
+
+
+def _build_pruned(net: dict, shapes: dict, **linked: Any) -> nn.Module:
+    node = yaml.safe_load(yaml.safe_dump(net))
+    accepts = _net_accepts(node["class_path"])
+    node.setdefault("init_args", {})
+    for name, value in linked.items():
+        if name in accepts and value is not None:
+            node["init_args"][name] = value
+    built = _instantiate("net", nn.Module, node)
+    return narrow_to(built, shapes)
+
+
+class ChannelPruned(nn.Module):
+    """A channel-pruned network, for configs: builds ``net`` and narrows the layers listed in ``shapes``.
+
+    Constructing it returns the rebuilt network itself (a ``CNN9``, ``ResNet3`` ...), not a wrapper, so state
+    dict keys, ``cam_layer`` and ``preprocessing`` are the original network's.
+
+    Args:
+        net: the original network's config (``class_path`` and ``init_args``), as in the run's config.yaml.
+        shapes: ``state_dict`` key -> shape, for every tensor channel pruning changed.
+        in_channels: linked from the data module (passed to ``net`` when it takes it).
+        num_classes: linked from the data module.
+        image_size: linked from the data module.
+    """
+
+    def __new__(
+        cls,
+        net: dict,
+        shapes: dict[str, list[int]],
+        in_channels: int | None = None,
+        num_classes: int | None = None,
+        image_size: int | None = None,
+    ) -> nn.Module:
+        return _build_pruned(net, shapes, in_channels=in_channels, num_classes=num_classes, image_size=image_size)
+
+    def __init__(
+        self,
+        net: dict,
+        shapes: dict[str, list[int]],
+        in_channels: int | None = None,
+        num_classes: int | None = None,
+        image_size: int | None = None,
+    ) -> None:  # never runs: __new__ returns the rebuilt network; kept for the signature jsonargparse reads
+        super().__init__()
+
+
+class ChannelPrunedUNet(UNetWithClassifier):
+    """``ChannelPruned`` for tasks that require a ``UNetWithClassifier`` (``MultiTaskTask``); same arguments."""
+
+    def __new__(
+        cls,
+        net: dict,
+        shapes: dict[str, list[int]],
+        in_channels: int | None = None,
+        num_classes: int | None = None,
+        image_size: int | None = None,
+    ) -> nn.Module:
+        return _build_pruned(net, shapes, in_channels=in_channels, num_classes=num_classes, image_size=image_size)
+
+    def __init__(
+        self,
+        net: dict,
+        shapes: dict[str, list[int]],
+        in_channels: int | None = None,
+        num_classes: int | None = None,
+        image_size: int | None = None,
+    ) -> None:  # never runs (see ChannelPruned)
+        nn.Module.__init__(self)
+
+
+def changed_shapes(dense: nn.Module, pruned: nn.Module) -> dict[str, list[int]]:
+    """``state_dict`` key -> shape for every tensor of ``pruned`` whose shape differs from ``dense``'s."""
+    before = {k: list(v.shape) for k, v in dense.state_dict().items()}
+    return {k: list(v.shape) for k, v in pruned.state_dict().items() if before.get(k) != list(v.shape)}
+
+
+def original_net_config(config: dict) -> dict:
+    """``config["model"]`` with a ``ChannelPruned`` network replaced by the original (dense) network's config."""
+    model = yaml.safe_load(yaml.safe_dump(config["model"]))
+    net = model.get("init_args", {}).get("net")
+    if isinstance(net, dict) and net.get("class_path", "").rsplit(".", 1)[-1] in ("ChannelPruned", "ChannelPrunedUNet"):
+        model["init_args"]["net"] = net["init_args"]["net"]
+    return model
+
+
+def pruned_net_config(config: dict, shapes: dict[str, list[int]]) -> dict:
+    """``config`` (a run's config.yaml) with ``model.init_args.net`` replaced by its ``ChannelPruned`` form;
+    ``shapes`` are relative to the original (dense) network."""
+    config = {**yaml.safe_load(yaml.safe_dump(config)), "model": original_net_config(config)}
+    net = config["model"]["init_args"]["net"]
+    unet = net["class_path"].rsplit(".", 1)[-1] == "UNetWithClassifier"
+    name = "ChannelPrunedUNet" if unet else "ChannelPruned"
+    config["model"]["init_args"]["net"] = {
+        "class_path": f"tumorlab.compression.loading.{name}",
+        "init_args": {"net": net, "shapes": shapes},
+    }
+    return config
