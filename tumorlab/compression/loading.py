@@ -109,7 +109,7 @@ def build_task(config: dict, datamodule: Any) -> Any:
 
 def load_weights(task: nn.Module, checkpoint: Path) -> None:
     """Load a Lightning checkpoint's ``state_dict`` into ``task``; a shape mismatch is a ``ConfigError``."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     try:
         task.load_state_dict(state["state_dict"], strict=True)
     except (RuntimeError, KeyError) as err:
