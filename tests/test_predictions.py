@@ -81,7 +81,7 @@ def demo_fit(tmp_path_factory, lgg_phantom) -> tuple[Path, list[str]]:
 def test_segmentation_predictions_name_classes_and_recompute_dice(demo_fit):
     fit_dir, args = demo_fit
     run_dir, rows = _predict(fit_dir, args)
-    assert list(rows[0]) == [*FIRST, "prob_no_tumour", "prob_tumour", "tumour_pixels", "dice"]
+    assert list(rows[0]) == [*FIRST, "prob_no_tumour", "prob_tumour", "tumour_pixels", "true_pixels", "dice"]
     dm = _data(run_dir)
     test = dm.datasets["test"]
     assert [r["file"] for r in rows] == [str(s.image) for s in test.samples]  # one row per test slice, in order
@@ -105,7 +105,16 @@ def test_segmentation_predictions_name_classes_and_recompute_dice(demo_fit):
     for row, p, t in zip(rows, pred, true, strict=True):
         expected = 1.0 if not (p.any() or t.any()) else 2 * (p & t).sum() / (p.sum() + t.sum())
         assert float(row["dice"]) == pytest.approx(expected, abs=1e-6)
-        assert int(row["tumour_pixels"]) == p.sum()
+        assert int(row["tumour_pixels"]) == p.sum() and int(row["true_pixels"]) == t.sum()
+
+    # the report's per-patient volume Dice, recovered from those columns, equals one pooled over the pixels
+    from tumorlab.evaluation.metrics import compute_metrics, parse_predictions
+
+    patients = compute_metrics(parse_predictions(rows))["per_patient"]["patients"]
+    for patient, values in patients.items():
+        idx = [i for i, r in enumerate(rows) if r["patient"] == patient]
+        inter, total = (pred[idx] & true[idx]).sum(), pred[idx].sum() + true[idx].sum()
+        assert values["dice"] == pytest.approx(2 * inter / total if total else 1.0, abs=1e-6), patient
 
 
 def test_predict_split_all_covers_every_slice_once(demo_fit, lgg_phantom):

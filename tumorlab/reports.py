@@ -42,8 +42,9 @@ def prediction_rows(batches: list[dict], class_names: list[str] | None = None) -
     ``file`` (the image path), ``patient``, ``split`` (``train``, ``val`` or ``test``), ``true_class`` (the
     class name of the label; empty where the label is unknown, i.e. missing or negative), ``predicted_class``
     (the name of the most probable class), ``prob_<class name>`` per class, and for segmentation outputs
-    ``tumour_pixels`` (of the predicted mask) and ``dice`` (of the slice's predicted mask against its true
-    mask; 1.0 where both are empty, as ``tasks.metrics.VolumeDice``; absent without true masks).
+    ``tumour_pixels`` (of the predicted mask), ``true_pixels`` (of the true mask) and ``dice`` (of the slice's
+    predicted mask against its true mask; 1.0 where both are empty, as ``tasks.metrics.VolumeDice``; the last two
+    absent without true masks).
 
     Class names come from ``class_names``, else from the outputs' own ``class_names`` (the data module's,
     which the tasks pass on), else are the class indices; names whose number differs from the number of
@@ -63,7 +64,7 @@ def prediction_rows(batches: list[dict], class_names: list[str] | None = None) -
         if len(names) != width:
             names = [str(c) for c in range(width)]
         labels, splits = column(batch, "label", n, -1), column(batch, "split", n, "")
-        extra = {key: column(batch, key, n, None) for key in ("tumour_pixels", "dice") if key in batch}
+        extra = {key: column(batch, key, n, None) for key in ("tumour_pixels", "true_pixels", "dice") if key in batch}
         for i, (p, top) in enumerate(zip(probs.tolist(), probs.argmax(1).tolist(), strict=True)):
             row = {
                 "file": batch["image_path"][i],

@@ -85,11 +85,13 @@ def plot_roc_pr(y_true: np.ndarray, probs: np.ndarray, names: list[str], path: P
 
 
 def plot_patient_dice(patients: dict[str, dict[str, Any]], path: Path) -> Path:
-    """Per-patient mean slice Dice as a box plot with one dot per patient (all slices; tumour slices)."""
+    """Per-patient Dice as a box plot with one dot per patient: the volume Dice where predictions.csv has the
+    pixel counts, and the mean slice Dice (all slices; tumour slices)."""
     plt = _pyplot()
     groups = {
-        "all slices": [v["mean_slice_dice"] for v in patients.values()],
-        "tumour slices": [
+        "volume Dice": [v["dice"] for v in patients.values() if v.get("dice") is not None],
+        "mean slice Dice": [v["mean_slice_dice"] for v in patients.values()],
+        "mean slice Dice, tumour slices": [
             v["mean_slice_dice_tumour"] for v in patients.values() if v["mean_slice_dice_tumour"] is not None
         ],
     }

@@ -89,7 +89,7 @@ def _metric_tables(metrics: dict[str, Any]) -> list[str]:
     )
     if metrics.get("per_patient"):
         patients = metrics["per_patient"]["patients"]
-        columns = ["slices", "tumour_slices", "accuracy", "mean_slice_dice", "mean_slice_dice_tumour"]
+        columns = ["slices", "tumour_slices", "accuracy", "dice", "mean_slice_dice", "mean_slice_dice_tumour"]
         lines += ["", f"Per patient ({metrics['per_patient']['dice']}):", ""]
         lines += _table(["patient", *columns], [[p, *(v[c] for c in columns)] for p, v in patients.items()])
     if metrics.get("notes"):

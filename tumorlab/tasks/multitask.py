@@ -117,5 +117,6 @@ class MultiTaskTask(ClassMetricsMixin, SegMetricsMixin, TumorTask):
             "split": batch.get("split"),
         }
         if "mask" in batch:
-            result["dice"] = slice_dice(pred, batch["mask"].flatten(1) > 0.5)
+            target = batch["mask"].flatten(1) > 0.5
+            result["true_pixels"], result["dice"] = target.sum(1), slice_dice(pred, target)
         return result

@@ -86,5 +86,6 @@ class SegmentationTask(SegMetricsMixin, TumorTask):
             "split": batch.get("split"),
         }
         if "mask" in batch:
-            out["dice"] = slice_dice(pred, batch["mask"].flatten(1) > 0.5)
+            target = batch["mask"].flatten(1) > 0.5
+            out["true_pixels"], out["dice"] = target.sum(1), slice_dice(pred, target)
         return out
