@@ -228,6 +228,7 @@ def test_cam_needs_something_to_explain(quick_run, tmp_path, cli):
     assert result.returncode == 2 and "not a run folder" in result.stderr
 
 
+@pytest.mark.slow
 def test_cam_explains_a_vit_on_class_folders(folders_phantom, tmp_path, cli):
     fit = cli("fit", "--config", str(REPO / "configs/model/timm_classifier.yaml"),
               "--config", str(REPO / "configs/data/mri4.yaml"), *FAST_TRAINER,

@@ -120,7 +120,7 @@ def test_print_config_composes_and_accepts_short_names(tmp_path, lgg_phantom, cl
     assert not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize("make_root", ["missing", "empty"])
+@pytest.mark.parametrize("make_root", [pytest.param("missing", marks=pytest.mark.slow), "empty"])
 def test_bad_root_is_one_clear_line_and_writes_nothing(tmp_path, make_root, cli):
     root = tmp_path / make_root
     if make_root == "empty":

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 _PROBE = """
@@ -28,6 +30,7 @@ print("ok")
 """
 
 
+@pytest.mark.slow  # a fresh interpreter importing the whole stack
 def test_importing_tumorlab_leaves_warnings_and_logging_alone():
     out = subprocess.run([sys.executable, "-c", _PROBE], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

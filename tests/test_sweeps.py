@@ -116,6 +116,7 @@ def test_sweep_file_is_valid_for_wandb(path):
     assert config["metric"]["name"].startswith("val/")
 
 
+@pytest.mark.slow  # several --print_config per sweep; the sweep files are validated in the quick tier above
 @pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.stem)
 def test_sampled_values_reach_the_resolved_config(path, lgg_phantom, folders_phantom, monkeypatch, tmp_path):
     monkeypatch.chdir(REPO)

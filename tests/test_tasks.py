@@ -188,6 +188,7 @@ def test_classification_fit_with_plateau_scheduler_improves(small_lgg, tmp_path)
     assert after > before + 0.1 and after > 0.8, (before, after)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["segmentation", "multitask_uncertainty"])
 def test_segmentation_fits_improve_dice(tmp_path, kind):
     seed_everything(0)
