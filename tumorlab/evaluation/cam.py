@@ -25,13 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 
 from tumorlab.data.cache import Sample
 from tumorlab.data.io import read_image, read_mask
 from tumorlab.data.transforms import DecodeSpec, build_transforms, prepare
 from tumorlab.errors import ConfigError, DataError
+from tumorlab.evaluation.loading import read_run
 from tumorlab.evaluation.localisation import DEFAULT_TOLERANCE, DEFAULT_TOP, localisation_scores, mean_scores
 
 __all__ = [
@@ -67,8 +67,8 @@ def resolve_run(ckpt_path: str | Path) -> tuple[Path, Path]:
 
     path = Path(ckpt_path)
     if path.is_file() and path.suffix == ".ckpt":
-        return _run_files(path.parent.parent)[0], path
-    run = _run_files(path)[0]
+        return read_run(path.parent.parent).path, path
+    run = read_run(path).path
     ckpt = Path(find_checkpoint(run))
     if not ckpt.is_file() and (run / "checkpoints" / ckpt.name).is_file():
         ckpt = run / "checkpoints" / ckpt.name
@@ -77,18 +77,11 @@ def resolve_run(ckpt_path: str | Path) -> tuple[Path, Path]:
     return run, ckpt
 
 
-def _run_files(run_dir: str | Path) -> tuple[Path, dict, dict]:
-    run = Path(run_dir)
-    if not (run / "config.yaml").is_file() or not (run / "run.json").is_file():
-        raise ConfigError(f"--ckpt_path {run}: not a run folder (expected config.yaml and run.json in it)")
-    return run, yaml.safe_load((run / "config.yaml").read_text()), json.loads((run / "run.json").read_text())
-
-
 def load_run(run_dir: str | Path, data_root: str | None = None) -> tuple:
     """The run's task (with its best weights, in eval mode) and data module, built from its ``config.yaml``
     (``tumorlab.evaluation.loading.load_model``). ``run_dir`` is a run folder or a checkpoint in one
     (``resolve_run``); ``data_root`` replaces ``data.init_args.root`` (the run's data moved)."""
-    from tumorlab.evaluation.loading import load_model, read_run
+    from tumorlab.evaluation.loading import load_model
 
     run, ckpt = resolve_run(run_dir)
     return load_model(read_run(run), str(ckpt), data_root=data_root)
@@ -96,7 +89,8 @@ def load_run(run_dir: str | Path, data_root: str | None = None) -> tuple:
 
 def run_preprocessing(run_dir: str | Path) -> tuple[DecodeSpec, list[float], list[float]]:
     """How the run fed its images: the decode spec (size, channels, brain crop) and the normalisation mean/std."""
-    run, config, record = _run_files(resolve_run(run_dir)[0])
+    folder = read_run(resolve_run(run_dir)[0])
+    run, config, record = folder.path, folder.config, folder.record
     pre = record.get("preprocessing") or {}
     norm = pre.get("normalization") or {}
     if not pre.get("image_size") or not norm.get("mean"):
