@@ -1,0 +1,210 @@
+"""Every study's numbers on the real MRI data, through the ``tumorlab`` commands, into ``docs/results.md``.
+
+Stages (each a list of ``tumorlab`` commands, run one after another in child processes, each timed):
+
+- ``lgg``: patient-grouped cross-validation (``tumorlab cv``) of CNN9 and ResNet3 (tumour / no tumour, 128 px)
+  and of the U-Net three ways (multi-task θ = 0.5, uncertainty weighting, segmentation only; 64 px) on the
+  LGG slices. The test patients are held out once; the folds rotate validation over the other patients;
+- ``cam``: ``tumorlab cam --score`` (pointing game, IoU of the top 15 %, energy share) of fold 0 of CNN9,
+  ResNet3 and the multi-task U-Net's classification head, on the test tumour slices;
+- ``mri4``: SmallCNN, CNN9, ResNet3 and timm resnet18 (from scratch) on the 4-class ``Training/`` folder,
+  once with the stratified split grouped by duplicates (tumorlab's default) and once with a random split that
+  ignores duplicates (``--data.duplicates none``), then ``tumorlab compare`` over the eight runs;
+- ``pruning``: ``benchmarks/pruning.py`` (the LGG study's pruning table for CNN9).
+
+Every stage writes what it measured into ``<work>/results.json``; ``--docs FILE`` renders the Markdown from it,
+so a stage can be rerun alone (``--stages mri4``) and the document rebuilt.
+
+    TUMORLAB_REAL_DATA=../shared/data python benchmarks/results.py --docs docs/results.md     # make results
+    python benchmarks/results.py --quick --lgg-root PHANTOM --mri4-root PHANTOM               # checks the pipeline
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = ("lgg", "cam", "mri4", "pruning")
+
+# (name, configs, extra arguments); fold runs go to <work>/<name>-cv/fold<k>/.
+LGG = (
+    ("results_lgg_cnn9", ["configs/experiments/lgg_cnn9.yaml"], []),
+    ("results_lgg_resnet3", ["configs/experiments/lgg_resnet3.yaml"], []),
+    ("results_lgg_unet_multitask", ["configs/experiments/lgg_unet_multitask.yaml"], ["unet"]),
+    ("results_lgg_unet_uncertainty", ["configs/experiments/lgg_unet_uncertainty.yaml"], ["unet"]),
+    ("results_lgg_unet_segmentation", ["configs/experiments/lgg_unet_segmentation.yaml"], ["unet"]),
+)
+CAM = ("results_lgg_cnn9", "results_lgg_resnet3", "results_lgg_unet_multitask")
+MRI4_MODELS = (
+    ("smallcnn", ["configs/experiments/mri4_smallcnn.yaml"], []),
+    ("cnn9", ["configs/data/mri4.yaml", "configs/model/cnn9.yaml"], ["--seed_everything", "42"]),
+    ("resnet3", ["configs/data/mri4.yaml", "configs/model/resnet3.yaml"], ["--seed_everything", "42"]),
+    ("resnet18", ["configs/experiments/mri4_resnet18_nadam.yaml"], ["--model.net.init_args.pretrained", "false"]),
+)
+MRI4_SPLITS = (("grouped", []), ("random", ["--data.duplicates", "none"]))
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    real = Path(os.environ.get("TUMORLAB_REAL_DATA", REPO.parent / "shared" / "data"))
+    parser.add_argument("--lgg-root", type=Path, default=real / "lgg-mri-segmentation")
+    parser.add_argument("--mri4-root", type=Path, default=real / "brain-tumor-classification")
+    parser.add_argument("--work", type=Path, default=REPO / "runs" / "results", help="run root (default runs/results)")
+    parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
+    parser.add_argument("--folds", type=int, default=4, help="LGG cross-validation folds (default 4)")
+    parser.add_argument("--lgg-epochs", type=int, default=8, help="epochs per LGG fold (default 8)")
+    parser.add_argument("--unet-size", type=int, default=64, help="U-Net image size (default 64)")
+    parser.add_argument("--mri4-epochs", type=int, default=5, help="epochs per 4-class run (default 5)")
+    parser.add_argument("--mri4-size", type=int, default=64, help="4-class image size (default 64)")
+    parser.add_argument(
+        "--pruning-epochs", type=int, default=20, help="dense CNN9 epochs of the pruning study (default 20)"
+    )
+    parser.add_argument("--docs", type=Path, help="write the Markdown report here (from <work>/results.json)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the pipeline, not the numbers")
+    ns = parser.parse_args(argv)
+    if ns.quick:
+        ns.folds, ns.lgg_epochs, ns.mri4_epochs, ns.pruning_epochs, ns.unet_size, ns.mri4_size = 2, 1, 1, 1, 32, 32
+    return ns
+
+
+def _tiny(ns: argparse.Namespace) -> list[str]:
+    """--quick: a few batches of 32 px images (the data's own image_size otherwise)."""
+    return ["--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2", "--data.image_size", "32",
+            "--data.batch_size", "4"] if ns.quick else []  # fmt: skip
+
+
+def _run(cmd: list[str], log: Path) -> float:
+    """Run ``cmd`` (a ``tumorlab`` command or a script), its output into ``log``; the wall time in seconds."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    shown = shlex.join(cmd)
+    print(f"$ {shown}\n  (log: {log})", flush=True)
+    argv = [sys.executable, "-m", "tumorlab", *cmd[1:]] if cmd[0] == "tumorlab" else [sys.executable, *cmd[1:]]
+    env = os.environ | {"WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
+    start = time.perf_counter()
+    with log.open("w") as out:
+        code = subprocess.run(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
+    wall = time.perf_counter() - start
+    if code:
+        tail = "".join(log.read_text().splitlines(keepends=True)[-20:])
+        sys.exit(f"{shown} failed with exit status {code} after {wall:.0f} s:\n{tail}")
+    print(f"  done in {wall:.0f} s", flush=True)
+    return wall
+
+
+def _newest(folder: Path, pattern: str) -> Path:
+    return max(folder.glob(pattern), key=lambda p: p.stat().st_mtime_ns)
+
+
+def _fold_runs(summary: dict) -> list[dict]:
+    """train_time_s, epochs and parameters of every fold run of a cv summary."""
+    return [json.loads((Path(f["run"]) / "run.json").read_text()) for f in summary["folds"]]
+
+
+def stage_lgg(ns: argparse.Namespace) -> list[dict]:
+    out = []
+    for name, configs, extra in LGG:
+        size = ["--data.image_size", str(ns.unet_size)] if "unet" in extra else []
+        cmd = ["tumorlab", "cv", *(a for c in configs for a in ("--config", c)), "--folds", str(ns.folds),
+               "--data.root", str(ns.lgg_root), "--trainer.max_epochs", str(ns.lgg_epochs), *size, *_tiny(ns),
+               "--run.root", str(ns.work), "--run.name", name]  # fmt: skip
+        wall = _run(cmd, ns.work / "logs" / f"{name}.log")
+        summary = json.loads((_newest(ns.work / f"{name}-cv", "*_cv") / "summary.json").read_text())
+        runs = _fold_runs(summary)
+        out.append({"name": name, "command": shlex.join(cmd), "wall_s": wall, "summary": summary,
+                    "train_time_s": [r.get("train_time_s") for r in runs], "epochs": [r.get("epochs") for r in runs],
+                    "parameters": runs[0].get("parameters")})  # fmt: skip
+    return out
+
+
+def stage_cam(ns: argparse.Namespace) -> list[dict]:
+    out = []
+    for name in CAM:
+        run = _newest(ns.work / f"{name}-cv" / "fold0", "*_fit*")
+        dest = ns.work / "cam" / name
+        cmd = ["tumorlab", "cam", "--ckpt_path", str(run), "--score", "--out", str(dest), "--device", "cpu"]
+        wall = _run(cmd, ns.work / "logs" / f"cam_{name}.log")
+        out.append({"name": name, "command": shlex.join(cmd), "wall_s": wall, "run": str(run),
+                    "localisation": json.loads((dest / "localisation.json").read_text())})  # fmt: skip
+    return out
+
+
+def stage_mri4(ns: argparse.Namespace) -> dict:
+    runs = []
+    for model, configs, extra in MRI4_MODELS:
+        for split, split_args in MRI4_SPLITS:
+            name = f"results_mri4_{model}_{split}"
+            cmd = ["tumorlab", "fit", *(a for c in configs for a in ("--config", c)), *extra, *split_args,
+                   "--data.root", str(ns.mri4_root), "--data.image_size", str(ns.mri4_size), "--data.cache", "disk",
+                   "--data.cache_dir", str(ns.work / "cache"),
+                   "--trainer.max_epochs", str(ns.mri4_epochs), "--model.monitor", "val/f1", *_tiny(ns),
+                   "--run.root", str(ns.work), "--run.name", name, "--run.test_after_fit", "true"]  # fmt: skip
+            wall = _run(cmd, ns.work / "logs" / f"{name}.log")
+            run = _newest(ns.work / name, "*_fit*")
+            runs.append({"name": name, "model": model, "split": split, "command": shlex.join(cmd), "wall_s": wall,
+                         "run": str(run), "record": json.loads((run / "run.json").read_text())})  # fmt: skip
+    dest = ns.work / "compare_mri4"
+    cmd = ["tumorlab", "compare", *(r["run"] for r in runs), "--sort", "", "--out", str(dest)]
+    _run(cmd, ns.work / "logs" / "compare_mri4.log")
+    return {"runs": runs, "compare_command": shlex.join(["tumorlab", "compare", str(ns.work / "results_mri4_*/*_fit*"),
+            "--sort", "''", "--out", str(dest)]), "comparison_md": (dest / "comparison.md").read_text()}  # fmt: skip
+
+
+def stage_pruning(ns: argparse.Namespace) -> dict:
+    report = ns.work / "pruning.md"
+    cmd = [
+        "python",
+        "benchmarks/pruning.py",
+        "--root",
+        str(ns.lgg_root),
+        "--epochs",
+        str(ns.pruning_epochs),
+        "--finetune-epochs",
+        "1" if ns.quick else "3",
+        "--work",
+        str(ns.work / "pruning"),
+        "--out",
+        str(report),
+    ]
+    cmd += ["--quick"] if ns.quick else []
+    wall = _run(cmd, ns.work / "logs" / "pruning.log")
+    return {"command": shlex.join(cmd), "wall_s": wall, "report_md": report.read_text()}
+
+
+def machine() -> dict:
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.processor() or
+            platform.machine(), "cores": os.cpu_count(), "threads": torch.get_num_threads()}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = _args(argv)
+    ns.work = ns.work.resolve()
+    ns.work.mkdir(parents=True, exist_ok=True)
+    store = ns.work / "results.json"
+    results = json.loads(store.read_text()) if store.is_file() else {}
+    for stage in ns.stages:
+        start = time.perf_counter()
+        results[stage] = globals()[f"stage_{stage}"](ns)
+        results.setdefault("stage_wall_s", {})[stage] = time.perf_counter() - start
+        results["machine"], results["quick"] = machine(), ns.quick
+        store.write_text(json.dumps(results, indent=2) + "\n")
+    if ns.docs:
+        from results_md import render  # the sibling module (benchmarks/ is on sys.path)
+
+        ns.docs.write_text(render(results))
+        print(f"wrote {ns.docs}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).parent))
+    sys.exit(main())
