@@ -3,7 +3,7 @@
 #               MRI phantoms on first use, train + test the multi-task U-Net, print the test metrics
 #   make test   install the dev extras into the same environment and run the test suite
 #   make test-fast   the same without the tests marked slow
-#   make bench  every benchmark script in benchmarks/ in its full mode (hours; run it on an idle machine)
+#   make bench  every benchmark script in benchmarks/ in its full mode (1.5-2 h; run it on an idle machine)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -52,7 +52,7 @@ test-fast: $(BIN)/.tumorlab-dev-installed
 	@OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m "not slow" -n 2 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
-# The benchmarks, one after another (about 2.5 h on 2 idle cores), each writing its JSON record (machine, versions,
+# The benchmarks, one after another (about 1.5-2 h on 2 idle cores), each writing its JSON record (machine, versions,
 # command, numbers) to $(BENCH_OUT); the results are small and are committed with the docs/benchmarks.md text that
 # quotes them. REAL_DATA holds the downloads: brain-tumor-classification/Training and lgg-mri-segmentation.
 REAL_DATA ?= $(or $(TUMORLAB_REAL_DATA),data)
