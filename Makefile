@@ -3,6 +3,7 @@
 #               MRI phantoms on first use, train + test the multi-task U-Net, print the test metrics
 #   make test   install the dev extras into the same environment and run the test suite
 #   make test-fast   the same without the tests marked slow
+#   make bench  every benchmark script in benchmarks/ in its full mode (1.5-2 h; run it on an idle machine)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -15,7 +16,7 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check
 DEMO_DATA ?= data/synth/lgg
 PYTEST_ARGS ?=
 
-.PHONY: install dev demo test test-fast lint clean
+.PHONY: install dev demo test test-fast lint clean bench
 
 install: $(BIN)/.tumorlab-installed
 dev: $(BIN)/.tumorlab-dev-installed
@@ -50,6 +51,23 @@ test: $(BIN)/.tumorlab-dev-installed
 test-fast: $(BIN)/.tumorlab-dev-installed
 	@OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m "not slow" -n 2 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+# The benchmarks, one after another (about 1.5-2 h on 2 idle cores), each writing its JSON record (machine, versions,
+# command, numbers) to $(BENCH_OUT); the results are small and are committed with the docs/benchmarks.md text that
+# quotes them. REAL_DATA holds the downloads: brain-tumor-classification/Training and lgg-mri-segmentation.
+REAL_DATA ?= $(or $(TUMORLAB_REAL_DATA),data)
+BENCH_OUT ?= benchmarks/results
+bench: $(BIN)/.tumorlab-installed $(DEMO_DATA)/kaggle_3m/data.csv
+	mkdir -p $(BENCH_OUT)
+	$(BIN)/python benchmarks/startup.py --out $(BENCH_OUT)/startup.json
+	$(BIN)/python benchmarks/overhead.py --model cnn9 --out $(BENCH_OUT)/overhead_cnn9.json
+	$(BIN)/python benchmarks/overhead.py --model unet --out $(BENCH_OUT)/overhead_unet.json
+	$(BIN)/python benchmarks/data_loading.py --root $(REAL_DATA)/brain-tumor-classification/Training \
+		--lgg-root $(REAL_DATA)/lgg-mri-segmentation --out $(BENCH_OUT)/data_loading.json
+	$(BIN)/python benchmarks/memory.py --root $(REAL_DATA)/lgg-mri-segmentation \
+		--folders-root $(REAL_DATA)/brain-tumor-classification/Training --out $(BENCH_OUT)/memory.json
+	$(BIN)/python benchmarks/pruning.py --root $(REAL_DATA)/lgg-mri-segmentation --out $(BENCH_OUT)/pruning.md
+	$(BIN)/python benchmarks/demo.py --runs 3 --out $(BENCH_OUT)/demo.json
 
 lint: $(BIN)/.tumorlab-dev-installed
 	$(BIN)/ruff check tumorlab tests benchmarks

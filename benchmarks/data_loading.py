@@ -1,18 +1,20 @@
-"""Does data loading bound training? Loader images/s with and without the decode cache, next to a CNN's speed.
+"""Does data loading bound training? Loader images/s with and without the decode cache, next to CNN9's speed.
 
-Measures, on a class-folder data set (default: the real 4-class ``Training/`` folder) at 224 px:
+Measures, at 224 px, on a class-folder data set of JPEGs (``--root``: the real 4-class ``Training/`` folder)
+and on the LGG TIFF slices with their masks (``--lgg-root``: the LGG download, ``kaggle_3m`` inside, read
+by ``LGGDataModule`` for the multi-task batches: image, mask and label), each where given:
 
 - setup: the one pass that hashes, decodes, resizes and caches every file (with exact and with near-duplicate
   grouping, the latter adding a perceptual hash per image);
 - a training epoch without the cache (every image decoded in the loader: what each epoch costs without it);
 - a training epoch from the memory cache; both with 0 and 2 loader workers;
 
-and the training throughput (forward + backward + Adam step) of a 9-layer CNN at 128 px, batch 32, on the CPU.
-tumorlab's CNN9 arrives with the models package; the network here is a stand-in of the same shape (9 conv
-layers with BatchNorm and ReLU, 4 max-pools, global average pooling, a linear head).
+and the training throughput (forward + backward + Adam step) of ``tumorlab.models.CNN9`` at 128 px,
+batch 32, on the CPU: the model whose speed the loaders have to keep up with.
 
     python benchmarks/data_loading.py --root ../shared/data/brain-tumor-classification/Training \\
-        --doc docs/benchmarks.md
+        --lgg-root ../shared/data/lgg-mri-segmentation --out benchmarks/results/data_loading.json
+    python benchmarks/data_loading.py --quick   # small phantoms, 0 workers: keeps this script working
 """
 
 from __future__ import annotations
@@ -20,36 +22,26 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from tumorlab.data import FolderDataModule
+from _common import bench_env, tumorlab_cmd, write_json
+from tumorlab.data import FolderDataModule, LGGDataModule
+from tumorlab.models import CNN9
 
 SECTION = "## Data loading: decode cache vs. model throughput (CPU)"
 
 
-def cnn9(num_classes: int = 4) -> nn.Sequential:
-    """9 conv layers (3x3, BatchNorm, ReLU), max-pool after layers 2, 4, 6 and 8, global pooling, linear."""
-    widths = [32, 32, 64, 64, 128, 128, 256, 256, 256]
-    layers: list[nn.Module] = []
-    c_in = 3
-    for i, c in enumerate(widths):
-        layers += [nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
-        if i in (1, 3, 5, 7):
-            layers.append(nn.MaxPool2d(2))
-        c_in = c
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, num_classes)]
-    return nn.Sequential(*layers)
-
-
 def model_throughput(steps: int, batch: int = 32, size: int = 128) -> float:
-    """Training images/s of ``cnn9`` (after two warm-up steps)."""
+    """Training images/s of CNN9 (4 classes, after two warm-up steps)."""
     torch.manual_seed(0)
-    model = cnn9()
+    model = CNN9(num_classes=4)
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     x, y = torch.randn(batch, 3, size, size), torch.randint(0, 4, (batch,))
     for i in range(steps + 2):
@@ -69,49 +61,50 @@ def epoch_rate(loader) -> tuple[float, float]:
     return n / elapsed, elapsed
 
 
-def datamodule(root: str, cache: str, workers: int, duplicates: str = "exact") -> tuple[FolderDataModule, float]:
+def datamodule(kind: str, root: str, cache: str, workers: int, duplicates: str = "exact") -> tuple[object, float]:
+    """A ``FolderDataModule`` (``folders``) or multi-task ``LGGDataModule`` (``lgg``) after ``setup``; seconds."""
     start = time.perf_counter()
-    dm = FolderDataModule(root, image_size=224, batch_size=32, num_workers=workers, cache=cache, duplicates=duplicates)
+    common = {"image_size": 224, "batch_size": 32, "num_workers": workers, "cache": cache, "duplicates": duplicates}
+    dm = FolderDataModule(root, **common) if kind == "folders" else LGGDataModule(root, task="multitask", **common)
     dm.setup("fit")
     return dm, time.perf_counter() - start
 
 
-def run(root: str, model_steps: int) -> list[tuple[str, str, str]]:
+def run(kind: str, root: str, workers: tuple[int, ...] = (0, 2)) -> list[tuple[str, str, str]]:
+    """Rows (what, images/s, seconds) of the loader measurements; the first row holds the sizes."""
+    name = "JPEG folders" if kind == "folders" else "LGG TIFF + mask"
     rows = []
     for duplicates in ("exact", "near"):
-        dm, seconds = datamodule(root, "memory", 0, duplicates)
+        dm, seconds = datamodule(kind, root, "memory", 0, duplicates)
         n = len(dm.samples)
-        rows.append(
-            (f"setup: hash + decode + resize + cache ({duplicates} duplicates)", f"{n / seconds:.0f}", f"{seconds:.1f}")
-        )
+        what = f"{name}: setup: hash + decode + resize + cache ({duplicates} duplicates)"
+        rows.append((what, f"{n / seconds:.0f}", f"{seconds:.1f}"))
         print(rows[-1], flush=True)
     n_train = len(dm.datasets["train"])
-    for workers in (0, 2):
-        dm, _ = datamodule(root, "none", workers)
+    for w in workers:
+        dm, _ = datamodule(kind, root, "none", w)
         rate, seconds = epoch_rate(dm.train_dataloader())
         rows.append(
-            (f"train epoch, no cache (decodes every image), {workers} workers", f"{rate:.0f}", f"{seconds:.1f}")
+            (f"{name}: train epoch, no cache (decodes every image), {w} workers", f"{rate:.0f}", f"{seconds:.1f}")
         )
         print(rows[-1], flush=True)
-    for workers in (0, 2):
-        dm, _ = datamodule(root, "memory", workers)
+    for w in workers:
+        dm, _ = datamodule(kind, root, "memory", w)
         loader = dm.train_dataloader()
         for epoch in (1, 2):
             rate, seconds = epoch_rate(loader)
             rows.append(
-                (f"train epoch {epoch} from the memory cache, {workers} workers", f"{rate:.0f}", f"{seconds:.1f}")
+                (f"{name}: train epoch {epoch} from the memory cache, {w} workers", f"{rate:.0f}", f"{seconds:.1f}")
             )
             print(rows[-1], flush=True)
-    rate = model_throughput(model_steps)
-    rows.append(("9-layer CNN training (fwd + bwd + Adam), 128 px, batch 32", f"{rate:.1f}", "-"))
-    print(rows[-1], flush=True)
-    rows.insert(0, ("(sizes)", f"{n_train} images", str(len(dm.samples))))
+    rows.insert(0, (f"{name} (sizes)", f"{n_train} images", str(len(dm.samples))))
     return rows
 
 
-def markdown(rows: list[tuple[str, str, str]], command: str) -> str:
-    cached = min(float(r[1]) for r in rows if "memory cache" in r[0] and "epoch 2" in r[0])
-    model = float(rows[-1][1])
+def markdown(
+    groups: dict[str, list[tuple[str, str, str]]], model: float, model_size: tuple[int, int], command: str
+) -> str:
+    """The section for docs/benchmarks.md: the command, the machine, one table for every data set measured."""
     lines = [
         SECTION,
         "",
@@ -119,22 +112,26 @@ def markdown(rows: list[tuple[str, str, str]], command: str) -> str:
         command,
         "```",
         "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs (shared), torch {torch.__version__}, "
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
         f"{torch.get_num_threads()} torch threads, Python {platform.python_version()}. Setup rows time "
-        f"`setup()` of a fresh `FolderDataModule` over all {rows[0][2]} files (one thread pool in the main "
-        f"process); epoch rows one pass over the {rows[0][1]} of the training split, 224 px, batch 32, default "
-        "augmentation (horizontal flip), float tensors normalised as the model gets them. The CNN is a stand-in "
-        "for CNN9 (9 conv layers with BatchNorm, 4 max-pools; the models package brings the real one). "
-        "The machine is shared with other work, so repeated runs differ by up to about 30 %.",
-        "",
-        "| what | images/s | seconds |",
-        "|---|---|---|",
-        *(f"| {a} | {b} | {c} |" for a, b, c in rows[1:]),
-        "",
-        f"The slowest cached epoch delivers {cached:.0f} images/s, {cached / model:.0f}x what the CNN trains on "
-        f"({model:.1f} images/s): data loading does not bound training once the cache is filled. Without the "
-        "cache every epoch decodes every JPEG again, at the rate of the `no cache` rows.",
+        "`setup()` of a fresh data module over all files (one thread pool in the main process); epoch rows one "
+        "pass over the training split, 224 px, batch 32, default augmentation (horizontal flip), float tensors "
+        "normalised as the model gets them (LGG: multi-task batches, image + mask + label).",
     ]
+    for rows in groups.values():
+        cached = min(float(r[1]) for r in rows if "memory cache" in r[0] and "epoch 2" in r[0])
+        lines += [
+            "",
+            f"{rows[0][0]}: {rows[0][2]} files, {rows[0][1]} in the training split.",
+            "",
+            "| what | images/s | seconds |",
+            "|---|---|---|",
+            *(f"| {a} | {b} | {c} |" for a, b, c in rows[1:]),
+            "",
+            f"The slowest cached epoch delivers {cached:.0f} images/s, {cached / model:.0f}x what CNN9 trains on.",
+        ]
+    size, batch = model_size
+    lines += ["", f"CNN9 training (fwd + bwd + Adam), {size} px, batch {batch}: {model:.1f} images/s."]
     return "\n".join(lines) + "\n"
 
 
@@ -150,14 +147,54 @@ def write_section(doc: Path, text: str) -> None:
     doc.write_text(new)
 
 
+def as_json(rows: list[tuple[str, str, str]]) -> dict:
+    """The rows of one data set as JSON: its file and training-split counts, then the measured rows as numbers."""
+    sizes, *measured = rows
+    return {
+        "files": int(sizes[2]),
+        "train_images": int(sizes[1].split()[0]),
+        "rows": [
+            {"what": what, "images_per_s": float(rate), "seconds": float(seconds)} for what, rate, seconds in measured
+        ],
+    }
+
+
+def phantoms(folder: Path) -> tuple[str, str]:
+    """Small phantom sets for ``--quick``: 4 x 6 class-folder JPEGs and 3 LGG patients (68 TIFF slices)."""
+    runs = [
+        ["--layout", "folders", "--out", str(folder / "folders"), "--train-per-class", "6", "--test-per-class", "2"],
+        ["--layout", "lgg", "--out", str(folder / "lgg"), "--patients", "3"],
+    ]
+    for args in runs:
+        subprocess.run(tumorlab_cmd("synth", *args, "--seed", "0"), env=bench_env(), check=True, capture_output=True)
+    return str(folder / "folders" / "Training"), str(folder / "lgg")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--root", required=True, help="class-folder data set (e.g. the 4-class Training/ folder)")
-    parser.add_argument("--model-steps", type=int, default=10, help="timed training steps of the CNN")
+    parser.add_argument("--root", help="class-folder data set (e.g. the 4-class Training/ folder)")
+    parser.add_argument("--lgg-root", help="the LGG download (kaggle_3m inside): TIFF slices with masks")
+    parser.add_argument("--model-steps", type=int, default=10, help="timed training steps of CNN9")
+    parser.add_argument("--out", help="write the results as JSON to this file")
     parser.add_argument("--doc", type=Path, help="markdown file whose data-loading section is (re)written")
+    parser.add_argument("--quick", action="store_true", help="small phantoms, 0 workers, 1 CNN9 step at 32 px")
     args = parser.parse_args()
-    rows = run(args.root, args.model_steps)
-    text = markdown(rows, "python " + " ".join(sys.argv))
+    if not (args.quick or args.root or args.lgg_root):
+        parser.error("give --root, --lgg-root or both (or --quick)")
+    with tempfile.TemporaryDirectory() as tmp:
+        roots = dict(zip(("folders", "lgg"), phantoms(Path(tmp)), strict=True))
+        if not args.quick:
+            roots = {k: v for k, v in (("folders", args.root), ("lgg", args.lgg_root)) if v}
+        workers = (0,) if args.quick else (0, 2)
+        groups = {kind: run(kind, root, workers) for kind, root in roots.items()}
+    steps, batch, size = (1, 4, 32) if args.quick else (args.model_steps, 32, 128)
+    model = model_throughput(steps, batch, size)
+    text = markdown(groups, model, (size, batch), "python " + " ".join(sys.argv))
+    results: dict = {kind: as_json(rows) for kind, rows in groups.items()}
+    results["cnn9_train"] = {"images_per_s": model, "size": size, "batch": batch, "steps": steps}
+    write_json(
+        args.out, "data_loading", {"roots": roots if not args.quick else "phantoms", "workers": workers}, results
+    )
     print(text)
     if args.doc:
         write_section(args.doc, text)

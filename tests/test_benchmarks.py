@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,13 +16,78 @@ from tests.conftest import REPO
 @pytest.mark.parametrize("model", ["cnn9", "unet"])
 def test_overhead_benchmark_quick(model, tmp_path):
     env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, str(REPO / "benchmarks" / "overhead.py"), "--quick", "--model", model]
+    out = tmp_path / "overhead.json"
+    cmd = [sys.executable, str(REPO / "benchmarks" / "overhead.py"), "--quick", "--model", model, "--out", str(out)]
     r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "| plain img/s (median) | tumorlab img/s (median) | ratio median" in r.stdout
     row = r.stdout.strip().splitlines()[-1].strip("|").split("|")
     plain, tumorlab = float(row[0]), float(row[1])
     assert plain > 0 and tumorlab > 0
+    record = json.loads(out.read_text())
+    (only,) = record["results"]["rounds"]
+    assert only["ratio"] == pytest.approx(only["tumorlab"] / only["plain"])
+    assert "not decided" in record["results"]["verdict"]  # one round gives no spread to decide on
+    assert record["settings"]["model"] == model and record["versions"]["torch"]
+
+
+def _quick(script: str, tmp_path, *args: str, timeout: int = 300) -> tuple[str, dict]:
+    """Run ``benchmarks/SCRIPT --quick --out FILE``; its stdout and the JSON record it wrote."""
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "result.json"
+    cmd = [sys.executable, str(REPO / "benchmarks" / script), "--quick", "--out", str(out), *args]
+    r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, r.stderr[-2000:]
+    record = json.loads(out.read_text())
+    assert record["command"].startswith(f"python benchmarks/{script} --quick")
+    assert record["machine"]["logical_cpus"] == os.cpu_count()
+    return r.stdout, record
+
+
+@pytest.mark.slow
+def test_startup_benchmark_quick(tmp_path):
+    stdout, record = _quick("startup.py", tmp_path)
+    rows = {r["command"]: r for r in record["results"]}
+    assert len(rows) == 4 and all(r["median_s"] > 0 for r in rows.values())
+    # the help screens are argparse only; the LightningCLI parser needs Lightning, which the detector must see
+    assert rows["tumorlab --help"]["heavy_imports_s"] == {}
+    assert rows["tumorlab audit --help"]["heavy_imports_s"] == {}
+    assert "lightning" in rows["tumorlab fit --print_config"]["heavy_imports_s"]
+    assert "| tumorlab fit --print_config |" in stdout
+
+
+@pytest.mark.slow
+def test_memory_benchmark_quick(tmp_path):
+    stdout, record = _quick("memory.py", tmp_path)
+    imports, cnn9, unet = record["results"]["fits"]
+    assert cnn9["max_rss_mib"] > 0 and unet["max_rss_mib"] > 0 and imports["max_rss_mib"] > 0
+    (cache,) = record["results"]["caches"]
+    assert cache["images"] == 68  # 3 phantom patients, seed 0
+    # one 224 x 224 RGB image and one 224 x 224 mask, uint8, per slice
+    assert cache["mib_per_1000_images"] == pytest.approx(224 * 224 * (3 + 1) * 1000 / 2**20)
+    assert "MiB per 1,000 images" in stdout
+
+
+@pytest.mark.slow
+def test_data_loading_benchmark_quick(tmp_path):
+    stdout, record = _quick("data_loading.py", tmp_path)
+    for kind, files in (("folders", 24), ("lgg", 68)):
+        result = record["results"][kind]
+        assert result["files"] == files  # every file of the phantom was set up
+        assert 0 < result["train_images"] < files
+        rows = result["rows"]  # setup exact + near, one uncached epoch, two cached epochs (0 workers in --quick)
+        assert len(rows) == 2 + 1 + 2 and all(r["images_per_s"] > 0 for r in rows)
+    assert record["results"]["cnn9_train"]["images_per_s"] > 0
+    assert "LGG TIFF + mask: train epoch 2 from the memory cache" in stdout
+
+
+@pytest.mark.slow
+def test_demo_benchmark_quick(tmp_path):
+    stdout, record = _quick("demo.py", tmp_path)
+    (run,) = record["results"]
+    assert run["wall_s"] > run["train_time_s"] >= 0  # the wall time holds start-up, fit and test
+    assert all(0 <= v <= 1 for v in run["test_metrics"].values())
+    assert "| fit + test wall (s) |" in stdout
 
 
 @pytest.mark.slow
