@@ -4,6 +4,7 @@
 #   make test   install the dev extras into the same environment and run the test suite
 #   make test-fast   the same without the tests marked slow
 #   make bench  every benchmark script in benchmarks/ in its full mode (1.5-2 h; run it on an idle machine)
+#   make results   every study's numbers on the real data (TUMORLAB_REAL_DATA) into docs/results.md (~2 h)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -16,7 +17,7 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check
 DEMO_DATA ?= data/synth/lgg
 PYTEST_ARGS ?=
 
-.PHONY: install dev demo test test-fast lint clean bench
+.PHONY: install dev demo test test-fast lint clean bench results
 
 install: $(BIN)/.tumorlab-installed
 dev: $(BIN)/.tumorlab-dev-installed
@@ -68,6 +69,11 @@ bench: $(BIN)/.tumorlab-installed $(DEMO_DATA)/kaggle_3m/data.csv
 		--folders-root $(REAL_DATA)/brain-tumor-classification/Training --out $(BENCH_OUT)/memory.json
 	$(BIN)/python benchmarks/pruning.py --root $(REAL_DATA)/lgg-mri-segmentation --out $(BENCH_OUT)/pruning.md
 	$(BIN)/python benchmarks/demo.py --runs 3 --out $(BENCH_OUT)/demo.json
+
+# LGG cross-validation, CAM scores, 4-class grouped vs random split and the pruning table, through the tumorlab
+# commands, into docs/results.md (runs under runs/results/; one stage again: benchmarks/results.py --stages ...).
+results: $(BIN)/.tumorlab-installed
+	TUMORLAB_REAL_DATA=$(REAL_DATA) $(BIN)/python benchmarks/results.py --docs docs/results.md
 
 lint: $(BIN)/.tumorlab-dev-installed
 	$(BIN)/ruff check tumorlab tests benchmarks

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -99,3 +101,29 @@ def test_pruning_benchmark_quick(tmp_path, lgg_phantom):
     assert r.returncode == 0, r.stderr[-2000:]
     report = (tmp_path / "pruning.md").read_text()
     assert "channel" in report and "magnitude" in report and "ONNX" in report
+
+
+@pytest.mark.slow
+def test_results_quick_reports_what_the_runs_measured(tmp_path, lgg_phantom, folders_phantom):
+    """`make results` in miniature: the document's numbers are those of the run folders it names."""
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    work, doc = tmp_path / "work", tmp_path / "results.md"
+    cmd = [sys.executable, str(REPO / "benchmarks" / "results.py"), "--quick", "--lgg-root", str(lgg_phantom),
+           "--mri4-root", str(folders_phantom), "--work", str(work), "--docs", str(doc)]  # fmt: skip
+    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    results = json.loads((work / "results.json").read_text())
+    assert set(results["stage_wall_s"]) == {"lgg", "cam", "mri4"}  # --quick leaves pruning to pruning.py --quick
+    (lgg,) = results["lgg"]
+    accs = [
+        json.loads((Path(f["run"]) / "run.json").read_text())["test_metrics"]["acc"] for f in lgg["summary"]["folds"]
+    ]
+    assert len(accs) == 2
+    text = doc.read_text()
+    mean, std = statistics.mean(accs), statistics.stdev(accs)
+    assert f"| cnn9 | {mean:.3f} ± {std:.3f} |" in text
+    (cam,) = results["cam"]
+    assert 0 <= cam["localisation"]["pointing_game"] <= 1 and cam["localisation"]["slices"] > 0
+    grouped, random = (run["record"]["test_metrics"]["acc"] for run in results["mri4"]["runs"])
+    assert f"smallcnn {100 * (random - grouped):+.1f}" in text
+    assert "--quick run: pipeline check only" in text and "## pruning\n\nNot run yet" in text
