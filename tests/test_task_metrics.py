@@ -107,3 +107,18 @@ def test_cli_validate_before_any_fit_writes_val_metrics(lgg_phantom, tmp_path, m
     metrics = json.loads(run_json.read_text())["val_metrics"]
     assert {"loss", "loss_seg", "loss_cls", "dice", "dice_volume", "acc", "f1_tumour", "dice_best"} <= set(metrics)
     assert metrics["dice_best"] == pytest.approx(metrics["dice"])  # the demo monitors val/dice
+
+
+def test_a_class_missing_from_a_split_is_reported_once_not_hidden_as_auroc_0(capsys):
+    from types import SimpleNamespace
+
+    task = ClassificationTask(CNN9(num_classes=2, width=4), monitor="val/auroc")
+    task._trainer = SimpleNamespace(sanity_checking=False, is_global_zero=True)
+    only_no_tumour = torch.tensor([[5, 1], [0, 0]])  # rows: true class; no tumour slice in this split
+    task._warn_missing_classes("val", only_no_tumour, ["no_tumour", "tumour"])
+    task._warn_missing_classes("val", only_no_tumour, ["no_tumour", "tumour"])
+    err = capsys.readouterr().err
+    assert err.count("tumorlab: warning: the val split holds no sample of tumour") == 1
+    assert "so is the monitor val/auroc" in err
+    task._warn_missing_classes("test", torch.tensor([[5, 1], [2, 3]]), ["no_tumour", "tumour"])
+    assert capsys.readouterr().err == ""  # both classes present: nothing to say

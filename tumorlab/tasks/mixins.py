@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import torch
@@ -105,11 +106,28 @@ class ClassMetricsMixin:
             for name, value in zip(names, values, strict=True):
                 self.log(f"{split}/{metric}_{class_slug(name)}", value, sync_dist=False)
         matrix = confusion.compute()
+        self._warn_missing_classes(split, matrix, names)
         if split == "test":
             # trainer.log_dir broadcasts under DDP: every rank must ask, only rank zero writes.
             folder = Path(self.trainer.log_dir or self.trainer.default_root_dir)
             if self.trainer.is_global_zero:
                 self.write_confusion_matrix(matrix, names, folder)
+
+    def _warn_missing_classes(self, split: str, matrix: torch.Tensor, names: list[str]) -> None:
+        """Say once per split when a class has no sample in it: AUROC and that class's recall are then
+        undefined, and torchmetrics logs 0 for them, which a monitor would take at face value. (The test
+        report marks them undefined, ``evaluation.metrics``.)"""
+        missing = [name for name, count in zip(names, matrix.sum(dim=1).tolist(), strict=True) if count == 0]
+        warned = self.__dict__.setdefault("_warned_missing", set())
+        if not missing or split in warned or self.trainer.sanity_checking or not self.trainer.is_global_zero:
+            return
+        warned.add(split)
+        monitored = f"; so is the monitor {self.monitor}" if self.monitor.endswith("auroc") else ""
+        print(
+            f"tumorlab: warning: the {split} split holds no sample of {', '.join(missing)}: {split}/auroc and "
+            f"that recall are undefined, and torchmetrics logs 0 for them{monitored}",
+            file=sys.stderr,
+        )
 
     def write_confusion_matrix(self, matrix: torch.Tensor, names: list[str], folder: Path) -> Path:
         """Write ``confusion_matrix.json`` (rows: true class, columns: predicted class) into ``folder``."""
