@@ -177,13 +177,12 @@ def load_model(run: RunFolder, checkpoint: str | None = None, data_root: str | N
     import tumorlab.data  # noqa: F401  (short class names in configs)
     import tumorlab.models  # noqa: F401
     import tumorlab.tasks  # noqa: F401
-    from tumorlab.links import LINKED_NET_ARGS
+    from tumorlab.links import link_net_args
 
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(LightningDataModule, "data")
     parser.add_subclass_arguments(LightningModule, "model")
-    for name in LINKED_NET_ARGS:
-        parser.link_arguments(f"data.{name}", f"model.init_args.net.init_args.{name}", apply_on="instantiate")
+    link_net_args(parser)
     model, data = copy.deepcopy(run.config["model"]), copy.deepcopy(run.config["data"])
     _no_starting_weights(model)  # the checkpoint holds every weight: fetching pretrained ones would only fail offline
     if data_root is not None:
