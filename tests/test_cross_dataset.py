@@ -22,7 +22,12 @@ from tumorlab.synth import write_folders
 
 SMALLCNN = str(REPO / "configs" / "experiments" / "mri4_smallcnn.yaml")
 # the other public naming of the 4 classes (the larger set's folders)
-OTHER_NAMES = {"glioma_tumor": "glioma", "meningioma_tumor": "meningioma", "no_tumor": "notumor", "pituitary_tumor": "pituitary"}
+OTHER_NAMES = {
+    "glioma_tumor": "glioma",
+    "meningioma_tumor": "meningioma",
+    "no_tumor": "notumor",
+    "pituitary_tumor": "pituitary",
+}
 PLANTED = 3
 
 
@@ -110,7 +115,7 @@ def test_other_naming_is_mapped_and_near_copies_are_counted(trained, four_class)
     assert len(rows) == 8 + PLANTED
     copies = [r for r in rows if r["near_copy_of_train"] == "1"]
     assert sorted(Path(r["file"]).name for r in copies) == [f"copy ({k}).jpg" for k in range(PLANTED)]
-    planted = dict(zip([f"copy ({k}).jpg" for k in range(PLANTED)], read_train_hashes(trained["fit"]).files))
+    planted = {f"copy ({k}).jpg": f for k, f in enumerate(read_train_hashes(trained["fit"]).files[:PLANTED])}
     assert all(r["train_copy"] == planted[Path(r["file"]).name] for r in copies)
     assert all(r["train_copy"] == "" for r in rows if r["near_copy_of_train"] == "0")
     metrics = json.loads((test_dir / "metrics.json").read_text())
@@ -242,3 +247,21 @@ def test_near_copies_within_the_threshold():
     hashes = TrainHashes([f"t{i}.jpg" for i in range(6)], train, [], 12)
     assert near_copies(test, hashes, 4) == ["t2.jpg", None, None]
     assert near_copies(test, hashes, 9) == ["t2.jpg", "t2.jpg", None]
+
+
+@pytest.mark.slow
+def test_the_test_pass_writes_the_predictions_of_a_predict_pass(trained, four_class, cli):
+    """One pass: no `<time>_predict` folder, and the rows equal those `tumorlab predict` gives the same data."""
+    assert not [p for p in trained["fit"].parent.iterdir() if p.name.endswith("_predict")]
+    done = cli(
+        "predict", "--ckpt_path", str(trained["fit"]), "--data.root", str(trained["other"]),
+        "--data.predict_split", "test", "--trainer.logger", "false",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (predict_dir,) = [p for p in trained["fit"].parent.iterdir() if p.name.endswith("_predict")]
+    tested, predicted = _rows(four_class["dir"]), _rows(predict_dir)
+    assert [r["file"] for r in tested] == [r["file"] for r in predicted]
+    for a, b in zip(tested, predicted, strict=True):
+        assert (a["true_class"], a["predicted_class"]) == (b["true_class"], b["predicted_class"])
+        for key in (k for k in b if k.startswith("prob_")):
+            assert float(a[key]) == pytest.approx(float(b[key]), abs=1e-6)

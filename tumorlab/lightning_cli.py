@@ -216,6 +216,9 @@ class TumorlabCLI(LightningCLI):
         normalization = apply_normalization(cfg, self.explicit, getattr(self.model, "net", None), self.datamodule)
         # Everything is valid: only now does the run folder come into being.
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        from tumorlab.evaluation.rows import TestPredictions
+
+        self.trainer.callbacks.append(TestPredictions(self.run_dir))  # the test pass writes predictions.csv
         for callback in self.trainer.checkpoint_callbacks:
             if callback.dirpath is None:
                 callback.dirpath = str(self.run_dir / "checkpoints")

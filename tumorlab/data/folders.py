@@ -214,7 +214,8 @@ class FolderDataModule(TumorDataModule):
         if unknown_test:
             raise DataError(f"test folder {test_dir}: classes {unknown_test} do not occur in {train_dir}")
         self.folder_classes = found
-        self.class_folders = _folder_names({c: train.get(c, []) + test.get(c, []) for c in found}, (train_dir, test_dir))
+        files = {c: train.get(c, []) + test.get(c, []) for c in found}
+        self.class_folders = _folder_names(files, (train_dir, test_dir))
         if self.model_classes is not None:
             check_model_classes(self.model_classes, found, binary, (train_dir, test_dir))
         if binary:

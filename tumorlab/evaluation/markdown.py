@@ -156,9 +156,7 @@ def report_markdown(run: RunFolder, metrics: dict[str, Any], figures: dict[str, 
     lines = [f"# Report: {run.path.parent.name} / {run.path.name}", ""]
     lines += [
         f"Run folder `{run.path}` ({run.command}). Every number below is recomputed with scikit-learn from "
-        f"`predictions.csv` ({source['rows']} rows, split {', '.join(source['splits'])}); the test command's "
-        "own metrics in run.json can differ where it was limited to some batches "
-        "(`trainer.limit_test_batches`).",
+        f"`predictions.csv` ({source['rows']} rows, split {', '.join(source['splits'])}).",
         "",
     ]
     if source.get("made_by_predict_run"):
@@ -166,6 +164,8 @@ def report_markdown(run: RunFolder, metrics: dict[str, Any], figures: dict[str, 
             f"`predictions.csv` was made for this report by `tumorlab predict` in `{source['made_by_predict_run']}`.",
             "",
         ]
+    elif run.command != "predict" and run.record.get("predictions"):  # written by the test pass (TestPredictions)
+        lines += ["`predictions.csv` holds the rows of the test pass itself (those of its metrics in run.json).", ""]
     lines += ["## Data", ""] + [f"- {k}: `{v}`" for k, v in data_facts(run.config).items()]
     lines += _cross_data_lines(run.record) + [""]
     lines += ["## Model", ""] + _model_lines(run.config) + [""]
