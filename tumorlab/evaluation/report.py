@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from tumorlab.errors import DataError
-from tumorlab.evaluation.loading import RunFolder, load_model, predictions_of, read_predictions, read_run
+from tumorlab.evaluation.loading import RunFolder, load_run, predictions_of, read_predictions, read_run
 from tumorlab.evaluation.markdown import report_markdown
 from tumorlab.evaluation.metrics import compute_metrics, parse_predictions
 from tumorlab.evaluation.nearcopies import mark_near_copies
@@ -148,7 +148,7 @@ def _slice_panel(run: RunFolder, rows: list[dict[str, str]], path: Path) -> tupl
     picked = pick_slices(rows)
     if not picked:
         return None, []
-    task, dm = load_model(run)
+    task, dm = load_run(run.path)
     dm.setup("test")
     channels = list(getattr(dm, "channels", None) or [0, 1, 2])
     flair = channels.index(1) if 1 in channels else 0  # kaggle_3m channel 1 is FLAIR
