@@ -9,10 +9,12 @@ import io
 import json
 import shutil
 from pathlib import Path
+from typing import ClassVar
 
 import cv2
 import numpy as np
 import pytest
+from lightning.pytorch.loggers import Logger
 
 from tests.conftest import FAST_TRAINER, REPO
 from tumorlab.cli import main
@@ -265,3 +267,59 @@ def test_the_test_pass_writes_the_predictions_of_a_predict_pass(trained, four_cl
         assert (a["true_class"], a["predicted_class"]) == (b["true_class"], b["predicted_class"])
         for key in (k for k in b if k.startswith("prob_")):
             assert float(a[key]) == pytest.approx(float(b[key]), abs=1e-6)
+
+
+# --- figures handed to W&B ------------------------------------------------------------------------------------
+
+
+class ImageLogger(Logger):
+    """A logger that takes images as W&B's does (``log_image``) and only records them."""
+
+    calls: ClassVar[list[tuple[str, list[str]]]] = []
+
+    def __init__(self, save_dir: str = ".") -> None:  # tumorlab points save_dir at the run folder
+        super().__init__()
+        self._save_dir = save_dir
+
+    @property
+    def save_dir(self) -> str:
+        return self._save_dir
+
+    @property
+    def name(self) -> str:
+        return "images"
+
+    @property
+    def version(self) -> int:
+        return 0
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass
+
+    def log_metrics(self, metrics, step=None) -> None:
+        pass
+
+    def log_image(self, key: str, images: list, caption=None, **kwargs) -> None:
+        ImageLogger.calls.append((key, list(images)))
+
+
+@pytest.mark.slow
+def test_every_report_figure_reaches_an_image_logger(trained):
+    ImageLogger.calls.clear()
+    logger = json.dumps({"class_path": f"{__name__}.ImageLogger"})
+    args = ["test", "--ckpt_path", str(trained["fit"]), "--trainer.logger", logger, "--run.report", "true"]
+    assert main(args) == 0
+    keys = {key: images for key, images in ImageLogger.calls}
+    assert {"test/roc_pr", "test/confusion_matrix", "test/training_curves"} <= set(keys)
+    assert all(Path(images[0]).is_file() and images[0].endswith(f"{key[5:]}.png") for key, images in keys.items())
+
+
+def test_log_figures_names_nested_panels_by_their_path(tmp_path):
+    from tumorlab.evaluation.report import figure_files, log_figures
+
+    (tmp_path / "figures" / "cam").mkdir(parents=True)
+    for name in ("roc_pr.png", "cam/gg (1).png"):
+        (tmp_path / "figures" / name).write_bytes(b"png")
+    ImageLogger.calls.clear()
+    keys = log_figures([ImageLogger(), object()], figure_files(tmp_path), "test")
+    assert keys == ["test/cam/gg (1)", "test/roc_pr"] and [k for k, _ in ImageLogger.calls] == keys

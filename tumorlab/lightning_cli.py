@@ -316,10 +316,9 @@ class TumorlabCLI(LightningCLI):
         """Write the run report after a test and hand its figures to W&B, one image per key."""
         if split != "test" or not self.config[self.subcommand].run.report:
             return
-        for path in self._write_report():
-            for logger in self.trainer.loggers:
-                if isinstance(logger, WandbLogger):
-                    logger.log_image(key=f"{split}/{path.stem}", images=[str(path)], caption=[path.stem])
+        from tumorlab.evaluation.report import log_figures
+
+        log_figures(self.trainer.loggers, self._write_report(), split)
 
     def _write_report(self) -> list[Path]:
         """The run report (tumorlab.evaluation): its figures, or none where it cannot be made here."""
@@ -335,7 +334,9 @@ class TumorlabCLI(LightningCLI):
             print(f"tumorlab: warning: no report ({why}); retry with: tumorlab report {self.run_dir}", file=sys.stderr)
             return []
         print(f"report: {report}")
-        return sorted((self.run_dir / "figures").glob("*.png"))
+        from tumorlab.evaluation.report import figure_files
+
+        return figure_files(self.run_dir)
 
     def predict(self, **kwargs) -> None:
         batches = self.trainer.predict(**kwargs) or []

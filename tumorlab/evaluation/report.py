@@ -33,7 +33,7 @@ from tumorlab.evaluation.metrics import compute_metrics, parse_predictions
 from tumorlab.evaluation.nearcopies import mark_near_copies
 from tumorlab.reports import write_predictions
 
-__all__ = ["FIGURES_DIR", "pick_slices", "write_report"]
+__all__ = ["FIGURES_DIR", "figure_files", "log_figures", "pick_slices", "write_report"]
 
 FIGURES_DIR = "figures"
 
@@ -92,6 +92,26 @@ def write_report(run_dir: str | Path, *, slice_panel: bool = True) -> Path:
     report = run.path / "report.md"
     report.write_text(report_markdown(run, metrics, {k: v.relative_to(run.path) for k, v in figures.items()}))
     return report
+
+
+def figure_files(run_dir: str | Path) -> list[Path]:
+    """Every PNG under ``run_dir/figures`` (sub-folders too, e.g. CAM panels), sorted."""
+    return sorted((Path(run_dir) / FIGURES_DIR).rglob("*.png"))
+
+
+def log_figures(loggers: list[Any], figures: list[Path], prefix: str = "test") -> list[str]:
+    """Hand each figure to every logger that takes images (``log_image``: W&B's logger), one image per key
+    ``<prefix>/<name>`` (the path below ``figures/`` without ``.png``, e.g. ``test/roc_pr``); the keys."""
+    keys = []
+    for path in figures:
+        parts = path.with_suffix("").parts
+        below = parts[parts.index(FIGURES_DIR) + 1 :] if FIGURES_DIR in parts else (path.stem,)
+        key = f"{prefix}/{'/'.join(below)}"
+        for logger in loggers:
+            if callable(getattr(logger, "log_image", None)):
+                logger.log_image(key=key, images=[str(path)], caption=[path.stem])
+        keys.append(key)
+    return keys
 
 
 def _metrics_without_copies(rows: list[dict]) -> dict[str, Any] | None:
