@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from tests.conftest import FAST_TRAINER, REPO, TINY_UNET, only_run_dir
-from tumorlab.evaluation.cam import ClassLogits, cam_extractor, compute_cams, load_item, load_run, run_preprocessing
+from tumorlab.evaluation.cam import ClassLogits, cam_extractor, compute_cams, load_item, run_preprocessing
+from tumorlab.evaluation.loading import load_run
 from tumorlab.evaluation.localisation import (
     dilate,
     energy_share,

@@ -15,7 +15,7 @@ from torch.nn.utils import prune
 
 from tests.conftest import FAST_TRAINER, REPO, only_run_dir
 from tumorlab.cli import main
-from tumorlab.compression.loading import changed_shapes, load_run, narrow_to
+from tumorlab.compression.loading import changed_shapes, narrow_to
 from tumorlab.compression.prune import (
     MagnitudePruning,
     channel_prune,
@@ -26,6 +26,7 @@ from tumorlab.compression.prune import (
     weight_sparsity,
 )
 from tumorlab.errors import ConfigError
+from tumorlab.evaluation.loading import load_run
 from tumorlab.models import CNN9, ResNet3, TimmClassifier, UNetWithClassifier
 
 

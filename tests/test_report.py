@@ -82,10 +82,13 @@ def test_report_writes_every_file(cnn_run):
     metrics = _metrics(test_dir)
     rows = _rows(test_dir)
     assert len(rows) == metrics["samples"] == metrics["source"]["rows"] > 0
-    made_by = Path(metrics["source"]["made_by_predict_run"])  # a plain test run: predict ran for the report
-    assert (
-        made_by.parent == fit_dir.parent
-        and (made_by / "predictions.csv").read_text() == (test_dir / "predictions.csv").read_text()
+    # the test pass wrote predictions.csv: no predict run for the report, and the same rows as the test's own
+    assert metrics["source"]["made_by_predict_run"] is None
+    assert not [p for p in fit_dir.parent.iterdir() if p.name.endswith("_predict")]
+    tested = json.loads((test_dir / "confusion_matrix.json").read_text())
+    assert tested["matrix"] == metrics["confusion_matrix"]["matrix"] and tested["class_names"] == metrics["class_names"]
+    assert json.loads((test_dir / "run.json").read_text())["test_metrics"]["acc"] == pytest.approx(
+        metrics["overall"]["accuracy"]
     )
     figures = {name: Path(p) for name, p in metrics["figures"].items()}
     assert set(figures) == {"confusion_matrix", "roc_pr", "training_curves"}  # classification: no Dice figures

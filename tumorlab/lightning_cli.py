@@ -30,7 +30,7 @@ from tumorlab.cli_config import (
 )
 from tumorlab.cli_errors import command_options, one_line
 from tumorlab.errors import ConfigError
-from tumorlab.links import LINKED_NET_ARGS, apply_normalization, check_explicit_links, fix_null_strings
+from tumorlab.links import apply_normalization, check_explicit_links, fix_null_strings, link_net_args
 from tumorlab.reports import format_metrics, gather_rows, prediction_rows, write_predictions
 from tumorlab.run_config import check_against_run, with_run_config
 from tumorlab.runs import find_checkpoint, find_resume_checkpoint, new_run_dir, run_info, update_run_json
@@ -103,8 +103,7 @@ class TumorlabCLI(LightningCLI):
             help="after test (and run.test_after_fit) write the run report: report.md, metrics.json, figures/",
         )
         # The data module sets the network's size arguments: one number, set once (see tumorlab.links).
-        for name in LINKED_NET_ARGS:
-            parser.link_arguments(f"data.{name}", f"model.init_args.net.init_args.{name}", apply_on="instantiate")
+        link_net_args(parser)
         parser.set_defaults(TRAINER_DEFAULTS)
 
     def parse_arguments(self, parser, args) -> None:
@@ -152,6 +151,9 @@ class TumorlabCLI(LightningCLI):
             cfg.ckpt_path = find_checkpoint(cfg.ckpt_path)  # a missing file stops here, before anything exists
         if self.tested is not None:
             check_against_run(cfg.as_dict(), self.tested, self.argv)
+            from tumorlab.evaluation.crossdata import set_model_classes
+
+            set_model_classes(cfg, self.tested)  # the data is read as the model's classes (other data sets)
             # the evaluation's folder lands beside the run it evaluates: <root>/<name>/<time>_test
             if not any(a.split("=", 1)[0] in ("--run.root", "--run.name") for a in self.argv):
                 cfg.run.root, cfg.run.name = str(self.tested.parent.parent), self.tested.parent.name
@@ -203,6 +205,9 @@ class TumorlabCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
         cfg = self.config[self.subcommand]
+        from tumorlab.evaluation.crossdata import adapt_task
+
+        mapping = adapt_task(self.model, self.datamodule)  # a model scored on other classes: before the checks
         if self.datamodule is not None:
             check_explicit_links(self.explicit, self.datamodule)
         check = getattr(self.model, "check_data", None)
@@ -211,6 +216,9 @@ class TumorlabCLI(LightningCLI):
         normalization = apply_normalization(cfg, self.explicit, getattr(self.model, "net", None), self.datamodule)
         # Everything is valid: only now does the run folder come into being.
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        from tumorlab.evaluation.rows import TestPredictions
+
+        self.trainer.callbacks.append(TestPredictions(self.run_dir))  # the test pass writes predictions.csv
         for callback in self.trainer.checkpoint_callbacks:
             if callback.dirpath is None:
                 callback.dirpath = str(self.run_dir / "checkpoints")
@@ -236,6 +244,10 @@ class TumorlabCLI(LightningCLI):
                 update_run_json(
                     self.run_dir, tested=str(self.tested) if self.tested else None, checkpoint=cfg.ckpt_path
                 )
+            if self.tested is not None:
+                from tumorlab.evaluation.crossdata import evaluation_record
+
+                update_run_json(self.run_dir, **evaluation_record(self.tested, cfg.as_dict(), self.datamodule, mapping))
             self._wandb_hint()
 
     def _preprocessing(self, normalization: dict | None) -> dict:
@@ -261,6 +273,12 @@ class TumorlabCLI(LightningCLI):
         ckpt = next((cb for cb in self.trainer.checkpoint_callbacks if is_monitored_checkpoint(cb)), None)
         best = getattr(ckpt, "best_model_path", "") or None
         if self.trainer.is_global_zero:
+            from tumorlab.evaluation.nearcopies import write_train_hashes
+
+            # what a later test on other data compares its images with, and the model's class names
+            hashes = write_train_hashes(self.datamodule, self.run_dir)
+            names = getattr(self.datamodule, "class_names", None)
+            update_run_json(self.run_dir, class_names=names, train_hashes=str(hashes) if hashes else None)
             score = getattr(ckpt, "best_model_score", None)
             update_run_json(
                 self.run_dir,
@@ -298,10 +316,9 @@ class TumorlabCLI(LightningCLI):
         """Write the run report after a test and hand its figures to W&B, one image per key."""
         if split != "test" or not self.config[self.subcommand].run.report:
             return
-        for path in self._write_report():
-            for logger in self.trainer.loggers:
-                if isinstance(logger, WandbLogger):
-                    logger.log_image(key=f"{split}/{path.stem}", images=[str(path)], caption=[path.stem])
+        from tumorlab.evaluation.report import log_figures
+
+        log_figures(self.trainer.loggers, self._write_report(), split)
 
     def _write_report(self) -> list[Path]:
         """The run report (tumorlab.evaluation): its figures, or none where it cannot be made here."""
@@ -317,7 +334,9 @@ class TumorlabCLI(LightningCLI):
             print(f"tumorlab: warning: no report ({why}); retry with: tumorlab report {self.run_dir}", file=sys.stderr)
             return []
         print(f"report: {report}")
-        return sorted((self.run_dir / "figures").glob("*.png"))
+        from tumorlab.evaluation.report import figure_files
+
+        return figure_files(self.run_dir)
 
     def predict(self, **kwargs) -> None:
         batches = self.trainer.predict(**kwargs) or []

@@ -4,6 +4,9 @@
   construction; LightningCLI links them into the network's constructor (``model.init_args.net.init_args.*``,
   ``apply_on="instantiate"``), so experiment configs never repeat them. A network without such an argument
   (``CNN9`` has no ``image_size``) is simply not given it.
+- The head's width is the data module's ``model_num_classes`` where it has one (a test of a trained model on
+  other data: ``FolderDataModule(model_classes=...)``), so a 4-class model scored as tumour / no tumour
+  (``--data.binary true``) keeps its 4 outputs and its checkpoint loads (``head_classes``, ``link_net_args``).
 - A value set by hand in a config or on the command line that contradicts the data is refused in one line
   naming both values (``check_explicit_links``): a link would otherwise overwrite it without a word.
 - Normalisation comes from the network's declared ``preprocessing`` (timm's ``pretrained_cfg``, an smp
@@ -29,11 +32,29 @@ __all__ = [
     "check_explicit_links",
     "explicit_value",
     "fix_null_strings",
+    "head_classes",
+    "link_net_args",
 ]
 
 # data module attribute -> network constructor argument (the same name on both sides)
 LINKED_NET_ARGS = ("num_classes", "in_channels", "image_size")
 _NET_KEY = "model.init_args.net.init_args"
+
+
+def head_classes(datamodule: Any) -> int:
+    """The number of outputs the network's head gets: ``datamodule.model_num_classes`` where the data is
+    evaluated with a model trained on other classes (set from the run), else ``datamodule.num_classes``."""
+    width = getattr(datamodule, "model_num_classes", None)
+    return int(width) if width is not None else datamodule.num_classes
+
+
+def link_net_args(parser: Any) -> None:
+    """Link the data module's sizes into the network's constructor (``LINKED_NET_ARGS``, at instantiation)."""
+    for name in LINKED_NET_ARGS:
+        if name == "num_classes":  # the whole data module is the source: head_classes reads two attributes
+            parser.link_arguments("data", f"{_NET_KEY}.num_classes", compute_fn=head_classes, apply_on="instantiate")
+        else:
+            parser.link_arguments(f"data.{name}", f"{_NET_KEY}.{name}", apply_on="instantiate")
 
 
 def explicit_value(explicit: Namespace | None, key: str) -> Any:
@@ -50,7 +71,7 @@ def check_explicit_links(explicit: Namespace | None, datamodule: Any) -> None:
     """Refuse a hand-set network argument that the data module contradicts (the link would silently win)."""
     for name in LINKED_NET_ARGS:
         given = explicit_value(explicit, f"{_NET_KEY}.{name}")
-        data_value = getattr(datamodule, name, None)
+        data_value = head_classes(datamodule) if name == "num_classes" else getattr(datamodule, name, None)
         if given is not None and data_value is not None and given != data_value:
             raise ConfigError(
                 f"model.net.init_args.{name} is {given} but the data ({type(datamodule).__name__}) gives "

@@ -4,8 +4,8 @@
   ``MagnitudePruning`` Lightning callback;
 - ``study``: ``tumorlab prune``, the pruning table of a run (test metrics before and after fine-tuning, size,
   batch-1 latency) with one run folder per pruned model;
-- ``loading``: ``load_run`` (a run's task and data module from its config.yaml) and ``ChannelPruned``, the
-  config form of a channel-pruned network;
+- ``loading``: ``ChannelPruned``, the config form of a channel-pruned network (a run is rebuilt with
+  ``tumorlab.evaluation.loading.load_run``);
 - ``latency``: ``tumorlab bench latency`` (CPU median/IQR latency, images/s, parameters, MACs, file sizes);
 - ``export``: ``tumorlab export`` (ONNX with the preprocessing as metadata, checked against PyTorch);
 - ``predict_images``: ``tumorlab predict-images`` on files, folders or globs, with a run or an ONNX file.

@@ -1,23 +1,19 @@
-"""Rebuild a trained run in Python: its task (with the checkpoint's weights) and its data module.
+"""Channel-pruned networks in configs, and building a task from a config with a data module's sizes.
 
-``load_run(RUN)`` reads ``RUN/config.yaml`` (the resolved config ``fit`` saved), instantiates the data module
-and the task with jsonargparse as ``tumorlab test`` would, sets the sizes the data module links into the network
-(``num_classes``, ``in_channels``, ``image_size``) and loads the weights of the run's best checkpoint (or of the
-checkpoint file given). Nothing is written: no run folder, no logger.
+Rebuilding a trained run in Python (task with the checkpoint's weights, data module) is
+``tumorlab.evaluation.loading.load_run``: one loader for reports, Grad-CAM, pruning, export and latency.
 
 A channel-pruned network cannot be built from its original config (its layers are narrower). Its config names
 ``ChannelPruned`` (or ``ChannelPrunedUNet`` for the two-headed U-Net) instead: the original network's config plus
 the shape of every tensor that pruning changed. Building it builds the original network and narrows those layers,
 so the checkpoint's ``state_dict`` (plain tensors, loadable with ``weights_only=True``) fits it, and
-``tumorlab test|predict --ckpt_path`` work on a pruned run folder like on any other.
+``tumorlab test|predict --ckpt_path`` and ``load_run`` work on a pruned run folder like on any other.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,50 +21,20 @@ import yaml
 from torch import nn
 
 from tumorlab.errors import ConfigError
+from tumorlab.links import head_classes
 from tumorlab.models.unet import UNetWithClassifier
 
 __all__ = [
     "ChannelPruned",
     "ChannelPrunedUNet",
-    "LoadedRun",
     "build_task",
     "changed_shapes",
-    "load_run",
     "narrow_to",
     "original_net_config",
     "pruned_net_config",
 ]
 
 LINKED = ("num_classes", "in_channels", "image_size")
-
-
-@dataclass
-class LoadedRun:
-    """A run rebuilt from its folder: ``task`` (weights loaded, eval mode), ``datamodule`` (not set up yet),
-    ``config`` (config.yaml as a dict), ``run_dir`` and the ``checkpoint`` file the weights come from."""
-
-    task: Any
-    datamodule: Any
-    config: dict
-    run_dir: Path
-    checkpoint: Path
-
-
-def _resolve(ckpt_path: str | Path) -> tuple[Path, Path]:
-    """``(run folder, checkpoint file)`` of a run folder or of a checkpoint inside ``RUN/checkpoints/``."""
-    from tumorlab.run_config import run_folder_of
-    from tumorlab.runs import find_checkpoint
-
-    path = Path(ckpt_path)
-    if not path.exists():
-        raise ConfigError(f"--ckpt_path {path}: no such run folder or checkpoint file")
-    run = run_folder_of(str(path))
-    if run is None:
-        raise ConfigError(
-            f"--ckpt_path {path}: not a run folder (or a checkpoint inside RUN/checkpoints/) with config.yaml "
-            "and run.json; give the folder that `tumorlab fit` wrote"
-        )
-    return run, Path(find_checkpoint(path))
 
 
 def _instantiate(key: str, base: type, node: dict) -> Any:
@@ -101,44 +67,10 @@ def build_task(config: dict, datamodule: Any) -> Any:
         accepts = _net_accepts(net["class_path"])
         net.setdefault("init_args", {})
         for name in LINKED:
-            value = getattr(datamodule, name, None)
+            value = head_classes(datamodule) if name == "num_classes" else getattr(datamodule, name, None)
             if name in accepts and value is not None:
                 net["init_args"][name] = value
     return _instantiate("model", LightningModule, model)
-
-
-def load_weights(task: nn.Module, checkpoint: Path) -> None:
-    """Load a Lightning checkpoint's ``state_dict`` into ``task``; a shape mismatch is a ``ConfigError``."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    try:
-        task.load_state_dict(state["state_dict"], strict=True)
-    except (RuntimeError, KeyError) as err:
-        first = str(err).strip().splitlines()
-        raise ConfigError(
-            f"{checkpoint}: its weights do not fit the model of the run's config.yaml "
-            f"({first[1].strip() if len(first) > 1 else first[0]}); a checkpoint of another model type?"
-        ) from None
-
-
-def load_run(ckpt_path: str | Path, weights: bool = True) -> LoadedRun:
-    """Rebuild the run that ``ckpt_path`` (a run folder or a checkpoint in it) names.
-
-    Args:
-        ckpt_path: a run folder (its recorded best checkpoint, else ``checkpoints/last.ckpt``) or a file.
-        weights: load the checkpoint's weights (``False``: the freshly initialised model).
-    """
-    from lightning.pytorch import LightningDataModule
-
-    run, checkpoint = _resolve(ckpt_path)
-    config = yaml.safe_load((run / "config.yaml").read_text())
-    if "model" not in config or "data" not in config:
-        raise ConfigError(f"{run / 'config.yaml'}: no model or data section; not a config that fit saved")
-    datamodule = _instantiate("data", LightningDataModule, config["data"])
-    task = build_task(config, datamodule)
-    if weights:
-        load_weights(task, checkpoint)
-    task.eval()
-    return LoadedRun(task, datamodule, config, run, checkpoint)
 
 
 # -- channel-pruned networks ---------------------------------------------------------------------------------

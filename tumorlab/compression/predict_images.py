@@ -131,7 +131,7 @@ class _Torch:
 
     def __init__(self, ckpt_path: str | Path) -> None:
         from tumorlab.compression.export import _OUTPUTS, _exportable, run_metadata
-        from tumorlab.compression.loading import load_run
+        from tumorlab.evaluation.loading import load_run
 
         run = load_run(ckpt_path)
         self.run_dir = run.run_dir

@@ -23,16 +23,10 @@ import yaml
 from lightning.pytorch import Trainer, seed_everything
 
 from tumorlab.compression.latency import parameter_counts, time_model
-from tumorlab.compression.loading import (
-    LoadedRun,
-    build_task,
-    changed_shapes,
-    load_run,
-    original_net_config,
-    pruned_net_config,
-)
+from tumorlab.compression.loading import build_task, changed_shapes, original_net_config, pruned_net_config
 from tumorlab.compression.prune import channel_prune, magnitude_prune, make_permanent, sparsities, weight_sparsity
 from tumorlab.errors import ConfigError
+from tumorlab.evaluation.loading import LoadedRun, load_run
 from tumorlab.runs import new_run_dir, run_info, update_run_json
 
 __all__ = ["PruneRow", "prune_run", "format_prune_table"]

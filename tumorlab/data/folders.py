@@ -18,7 +18,14 @@ from tumorlab.data.duplicates import DEFAULT_NEAR_THRESHOLD
 from tumorlab.data.io import IMAGE_SUFFIXES
 from tumorlab.errors import ConfigError, DataError
 
-__all__ = ["CLASS_ALIASES", "canonical_class", "resolve_roots", "scan_class_folders", "FolderDataModule"]
+__all__ = [
+    "CLASS_ALIASES",
+    "canonical_class",
+    "check_model_classes",
+    "resolve_roots",
+    "scan_class_folders",
+    "FolderDataModule",
+]
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +115,39 @@ def scan_class_folders(root: Path, classes: list[str] | None, skipped: list[tupl
     return found
 
 
+def check_model_classes(model: list[str], found: list[str], binary: bool, roots: tuple) -> None:
+    """Stop (``DataError``, both class lists) where the data holds a class that the model never saw.
+
+    With ``binary`` every class of the data is scored as ``no_tumour`` or ``tumour``, so any class is
+    accepted, but the model needs a ``no_tumour`` class and another one.
+    """
+    if binary:
+        if "no_tumour" not in model or len(model) < 2:
+            raise ConfigError(f"data.binary scores no_tumour against the tumour classes; the model's are {model}")
+        return
+    where = " and ".join(str(r) for r in roots if r is not None)
+    unseen = [c for c in found if c not in model]
+    if unseen:
+        hint = " (--data.binary true scores tumour / no tumour)" if "tumour" in unseen else ""
+        raise DataError(
+            f"{where}: class {', '.join(unseen)} of the test data is not a class of the model; model classes: "
+            f"{', '.join(model)}; data classes: {', '.join(found)}{hint}"
+        )
+
+
+def _folder_names(files: dict[str, list[Path]], roots: tuple) -> dict[str, list[str]]:
+    """The class folders (as named on disk) that each class was read from."""
+    out = {}
+    for name, paths in files.items():
+        folders = set()
+        for p in paths:
+            for root in roots:
+                if root is not None and p.is_relative_to(root):
+                    folders.add(p.relative_to(root).parts[0])
+        out[name] = sorted(folders)
+    return out
+
+
 class FolderDataModule(TumorDataModule):
     """Images in class folders (e.g. the 4-class brain-MRI downloads), for classification.
 
@@ -124,6 +164,11 @@ class FolderDataModule(TumorDataModule):
         batch_size: images per batch.
         duplicates: default ``near``: byte-identical and perceptually near-identical images are grouped.
         near_threshold: perceptual-hash bits (of 256) within which two images count as the same.
+        model_classes: the classes of the trained model that this data is evaluated with (``tumorlab test
+            --ckpt_path RUN`` sets them from the run): labels are indices into them (with ``binary``, into
+            ``[no_tumour, tumour]``), classes the data lacks stay empty, and a class of the data that is not
+            one of them stops here with both lists. ``model_num_classes`` keeps their number: the width of
+            the model's head, which stays as trained even where ``binary`` scores it as two classes.
         **kwargs: the shared options of ``TumorDataModule``.
 
     Without a test folder, train/val/test are drawn from ``root`` by ``split``, stratified by class, with
@@ -140,12 +185,15 @@ class FolderDataModule(TumorDataModule):
         batch_size: int = 32,
         duplicates: Literal["exact", "near", "none"] = "near",
         near_threshold: int = DEFAULT_NEAR_THRESHOLD,
+        model_classes: list[str] | None = None,
         **kwargs,
     ) -> None:
         super().__init__(
             image_size=image_size, batch_size=batch_size, duplicates=duplicates, near_threshold=near_threshold, **kwargs
         )
         self.root, self.binary, self.test_root = root, binary, test_root
+        self.model_classes = None if model_classes is None else [canonical_class(c) or _key(c) for c in model_classes]
+        self.model_num_classes = None if model_classes is None else len(model_classes)
         wanted = None if classes is None else [canonical_class(c) or _key(c) for c in classes]
         if wanted is not None and (not wanted or len(set(wanted)) != len(wanted)):
             raise ConfigError(f"data.classes must name distinct classes, got {classes}")
@@ -166,14 +214,18 @@ class FolderDataModule(TumorDataModule):
         if unknown_test:
             raise DataError(f"test folder {test_dir}: classes {unknown_test} do not occur in {train_dir}")
         self.folder_classes = found
+        files = {c: train.get(c, []) + test.get(c, []) for c in found}
+        self.class_folders = _folder_names(files, (train_dir, test_dir))
+        if self.model_classes is not None:
+            check_model_classes(self.model_classes, found, binary, (train_dir, test_dir))
         if binary:
             if "no_tumour" not in found or len(found) < 2:
                 raise ConfigError(f"data.binary needs a no_tumour class and a tumour class, found {found}")
             self.class_names = ["no_tumour", "tumour"]
             index = {c: int(c != "no_tumour") for c in found}
         else:
-            self.class_names = list(found)
-            index = {c: i for i, c in enumerate(found)}
+            self.class_names = list(self.model_classes or found)
+            index = {c: self.class_names.index(c) for c in found}
         self.num_classes = len(self.class_names)
         self.samples = [Sample(p, index[c], "", source="train") for c in found for p in train[c]]
         self.samples += [

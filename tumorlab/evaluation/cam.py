@@ -1,9 +1,10 @@
 """Explain a trained run's predictions with class-activation maps (pytorch-grad-cam) and score where they point.
 
 ``tumorlab cam --ckpt_path RUN --images PATH... --out DIR`` rebuilds the run's model from its own
-``config.yaml`` and best checkpoint (``load_run``), prepares each image exactly as the run was trained (size,
-channels, brain crop and normalisation from ``run.json``'s ``preprocessing`` and the config, through the data
-layer's ``read_image`` / ``prepare`` / ``build_transforms``), and writes one overlay PNG per image: the image,
+``config.yaml`` and best checkpoint (``tumorlab.evaluation.loading.load_run``), prepares each image exactly as
+the run was trained (size, channels, brain crop and normalisation from ``run.json``'s ``preprocessing`` and the
+config, through the data layer's ``read_image`` / ``prepare`` / ``build_transforms``), and writes one overlay PNG
+per image: the image,
 the CAM over it, the true class (where the image belongs to the run's data) and the predicted class with its
 probability. ``--misclassified`` adds the test images the model gets wrong; ``--score`` averages the
 ``localisation`` scores over the tumour slices of the test split (data with masks) into ``localisation.json``.
@@ -31,7 +32,7 @@ from tumorlab.data.cache import Sample
 from tumorlab.data.io import read_image, read_mask
 from tumorlab.data.transforms import DecodeSpec, build_transforms, prepare
 from tumorlab.errors import ConfigError, DataError
-from tumorlab.evaluation.loading import read_run
+from tumorlab.evaluation.loading import load_run, read_run, resolve_run
 from tumorlab.evaluation.localisation import DEFAULT_TOLERANCE, DEFAULT_TOP, localisation_scores, mean_scores
 
 __all__ = [
@@ -44,8 +45,6 @@ __all__ = [
     "draw_overlay",
     "explain",
     "format_explanation",
-    "load_run",
-    "resolve_run",
     "run_preprocessing",
     "score_localisation",
 ]
@@ -55,36 +54,6 @@ LOCALISATION_FILE = "localisation.json"
 
 
 # --- the run's model, data and preprocessing ------------------------------------------------------------------
-
-
-def resolve_run(ckpt_path: str | Path) -> tuple[Path, Path]:
-    """``(run folder, checkpoint file)`` of ``--ckpt_path``: a run folder and its best checkpoint (``last.ckpt``
-    where none was recorded), or a ``.ckpt`` file and the run folder it lies in (``RUN/checkpoints/x.ckpt``).
-
-    A run folder that moved still works: a recorded checkpoint that is gone is looked up in its ``checkpoints/``.
-    """
-    from tumorlab.runs import find_checkpoint
-
-    path = Path(ckpt_path)
-    if path.is_file() and path.suffix == ".ckpt":
-        return read_run(path.parent.parent).path, path
-    run = read_run(path).path
-    ckpt = Path(find_checkpoint(run))
-    if not ckpt.is_file() and (run / "checkpoints" / ckpt.name).is_file():
-        ckpt = run / "checkpoints" / ckpt.name
-    if not ckpt.is_file():
-        raise ConfigError(f"--ckpt_path {run}: its checkpoint {ckpt} does not exist")
-    return run, ckpt
-
-
-def load_run(run_dir: str | Path, data_root: str | None = None) -> tuple:
-    """The run's task (with its best weights, in eval mode) and data module, built from its ``config.yaml``
-    (``tumorlab.evaluation.loading.load_model``). ``run_dir`` is a run folder or a checkpoint in one
-    (``resolve_run``); ``data_root`` replaces ``data.init_args.root`` (the run's data moved)."""
-    from tumorlab.evaluation.loading import load_model
-
-    run, ckpt = resolve_run(run_dir)
-    return load_model(read_run(run), str(ckpt), data_root=data_root)
 
 
 def run_preprocessing(run_dir: str | Path) -> tuple[DecodeSpec, list[float], list[float]]:
@@ -312,7 +281,7 @@ def explain(
     """
     if not images and not misclassified and not score:
         raise ConfigError("tumorlab cam needs --images PATH..., --misclassified or --score")
-    task, datamodule = load_run(run_dir, data_root)
+    task, datamodule = load_run(run_dir, data_root=data_root)
     spec, mean, std = run_preprocessing(run_dir)
     net = task.net.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     names = list(getattr(datamodule, "class_names", None) or [str(i) for i in range(net.num_classes)])

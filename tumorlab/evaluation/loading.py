@@ -1,5 +1,8 @@
 """Read a run folder back: its config and record, the fit run behind an evaluation, its predictions, its model.
 
+``load_run(RUN)`` is the one way to rebuild a trained run in Python (reports, Grad-CAM, pruning, export,
+latency): its task with the checkpoint's weights and its data module, channel-pruned networks included.
+
 A run folder (``runs/<name>/<time>_<command>/``) holds ``config.yaml`` and ``run.json``; an evaluation run
 (``test``, ``validate``, ``predict``) records the fit run it evaluated as ``tested`` and the checkpoint as
 ``checkpoint``. Training facts (``metrics.csv``, training time, epochs) live in the fit run.
@@ -18,9 +21,19 @@ from typing import Any
 
 import yaml
 
-from tumorlab.errors import DataError
+from tumorlab.errors import ConfigError, DataError
 
-__all__ = ["RunFolder", "is_run_dir", "load_model", "predictions_of", "read_predictions", "read_run"]
+__all__ = [
+    "LoadedRun",
+    "RunFolder",
+    "is_run_dir",
+    "load_run",
+    "load_weights",
+    "predictions_of",
+    "read_predictions",
+    "read_run",
+    "resolve_run",
+]
 
 
 @dataclass
@@ -142,7 +155,8 @@ def _run_predict(argv: list[str]) -> Path:
 def predictions_of(run: RunFolder) -> tuple[Path, Path | None]:
     """``(predictions.csv of the run folder, the predict run that wrote it or None)``.
 
-    A run folder without ``predictions.csv`` (a fit or a plain ``test``) gets one: ``tumorlab predict`` runs
+    A test writes its own (``rows.TestPredictions``); a run folder without one (a fit that was not tested, a
+    test run from before) gets one: ``tumorlab predict`` runs
     in this process on the checkpoint the run evaluated (its best one for a fit), on the test split (the
     validation split for a ``validate`` run), with the evaluation's own command line (its data overrides
     included); its file is copied into the run folder and its own run folder (beside the fit run,
@@ -161,44 +175,128 @@ def predictions_of(run: RunFolder) -> tuple[Path, Path | None]:
     return target, made.parent
 
 
-def load_model(run: RunFolder, checkpoint: str | None = None, data_root: str | None = None):
-    """``(task, datamodule)`` of a run, rebuilt from its ``config.yaml`` with the checkpoint's weights.
+@dataclass
+class LoadedRun:
+    """A run rebuilt from its folder.
+
+    Args:
+        task: the task with the checkpoint's weights, in eval mode on the CPU.
+        datamodule: the run's data module, not set up yet.
+        config: ``config.yaml`` as a dict.
+        run_dir: the run folder.
+        checkpoint: the checkpoint file the weights come from.
+
+    ``task, datamodule = load_run(...)`` unpacks the two that most callers need.
+    """
+
+    task: Any
+    datamodule: Any
+    config: dict[str, Any]
+    run_dir: Path
+    checkpoint: Path
+
+    def __iter__(self):
+        return iter((self.task, self.datamodule))
+
+
+def resolve_run(ckpt_path: str | Path) -> tuple[Path, Path]:
+    """``(run folder, checkpoint file)`` of ``--ckpt_path``: a run folder and the checkpoint it names
+    (``RunFolder.checkpoint``: the evaluated one of a test run, the best one of a fit, else ``last.ckpt``), or a
+    ``.ckpt`` file and the run folder it lies in (``RUN/checkpoints/x.ckpt``). A run folder that moved still
+    works: a recorded checkpoint that is gone is looked up in its ``checkpoints/`` by name."""
+    path = Path(ckpt_path)
+    if path.is_file() and path.suffix == ".ckpt":
+        return read_run(path.parent.parent).path, path
+    if not path.exists():
+        raise ConfigError(f"--ckpt_path {path}: no such run folder or checkpoint file")
+    run = read_run(path)
+    # an evaluation names the checkpoint it evaluated; a fit (or a pruned model's folder) its best one
+    evaluated = run.record.get("checkpoint") if run.command in ("test", "validate", "predict") else None
+    recorded = evaluated or run.record.get("best_checkpoint")
+    chosen = None
+    if recorded:
+        moved = (run.fit_dir or run.path) / "checkpoints" / Path(recorded).name
+        chosen = recorded if Path(recorded).is_file() else (str(moved) if moved.is_file() else None)
+    chosen = chosen or run.checkpoint()  # nothing recorded, or gone: last.ckpt
+    if chosen is None:
+        raise ConfigError(f"--ckpt_path {run.path}: no checkpoint (recorded: {recorded}; no checkpoints/last.ckpt)")
+    return run.path, Path(chosen)
+
+
+def load_run(
+    ckpt_path: str | Path, weights: bool = True, data_root: str | None = None, checkpoint: str | Path | None = None
+) -> LoadedRun:
+    """Rebuild the run that ``ckpt_path`` names (a run folder or a checkpoint in one, ``resolve_run``).
 
     The config is instantiated as ``tumorlab`` does (jsonargparse, the data module's sizes linked into the
-    network); the normalisation applied in training is in the saved ``data.normalize``. Pretrained weights
-    (``encoder_weights``, ``pretrained``, ``weights_file``) are not downloaded or read: the checkpoint replaces
-    them. ``data_root`` replaces ``data.init_args.root`` (the run's data moved). The data module is not set up;
-    the task is in eval mode on the CPU. The checkpoint is read with ``torch.load(weights_only=True)``.
+    network with ``links.link_net_args``), so a channel-pruned network (``ChannelPruned`` in the config) is
+    rebuilt narrowed; the normalisation applied in training is in the saved ``data.normalize``. Pretrained
+    weights (``encoder_weights``, ``pretrained``, ``weights_file``) are not downloaded or read: the checkpoint
+    replaces them. A test of the model on other classes (``data.model_classes``) is scored as that test was
+    (``crossdata.adapt_task``).
+
+    Args:
+        ckpt_path: a run folder or a checkpoint file inside ``RUN/checkpoints/``.
+        weights: load the checkpoint's weights (``False``: the freshly initialised model).
+        data_root: replaces ``data.init_args.root`` (the run's data moved).
+        checkpoint: a checkpoint file to read instead of the one ``ckpt_path`` names.
+
+    The checkpoint is read with ``torch.load(weights_only=True)``; weights that are missing or of another
+    shape are a ``ConfigError`` naming the first of them.
     """
-    import torch
     from jsonargparse import ArgumentParser
     from lightning.pytorch import LightningDataModule, LightningModule
 
     import tumorlab.data  # noqa: F401  (short class names in configs)
     import tumorlab.models  # noqa: F401
     import tumorlab.tasks  # noqa: F401
-    from tumorlab.links import LINKED_NET_ARGS
+    from tumorlab.evaluation.crossdata import class_mapping, collapse_to_binary
+    from tumorlab.links import link_net_args
 
+    run_dir, found = resolve_run(ckpt_path)
+    checkpoint = Path(checkpoint) if checkpoint is not None else found
+    config = read_run(run_dir).config
+    if "model" not in config or "data" not in config:
+        raise ConfigError(f"{run_dir / 'config.yaml'}: no model or data section; not a config that fit saved")
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(LightningDataModule, "data")
     parser.add_subclass_arguments(LightningModule, "model")
-    for name in LINKED_NET_ARGS:
-        parser.link_arguments(f"data.{name}", f"model.init_args.net.init_args.{name}", apply_on="instantiate")
-    model, data = copy.deepcopy(run.config["model"]), copy.deepcopy(run.config["data"])
+    link_net_args(parser)
+    model, data = copy.deepcopy(config["model"]), copy.deepcopy(config["data"])
     _no_starting_weights(model)  # the checkpoint holds every weight: fetching pretrained ones would only fail offline
     if data_root is not None:
         data.setdefault("init_args", {})["root"] = str(data_root)
-    parsed = parser.parse_object({"data": data, "model": model})
-    built = parser.instantiate(parsed)
-    checkpoint = checkpoint or run.checkpoint()
-    if checkpoint is None:
-        raise DataError(f"{run.path}: no checkpoint to load the model from")
+    built = parser.instantiate(parser.parse_object({"data": data, "model": model}))
+    task = built.model
+    if weights:
+        load_weights(task, checkpoint)
+    mapping = class_mapping(built.data)
+    if mapping is not None and mapping["binary_from_model_outputs"]:
+        collapse_to_binary(task, mapping["model_classes"])
+    return LoadedRun(task.eval(), built.data, config, run_dir, checkpoint)
+
+
+def load_weights(task: Any, checkpoint: str | Path) -> None:
+    """Load a Lightning checkpoint's ``state_dict`` into ``task``: every network weight must be there and of
+    its shape (``ConfigError`` otherwise); other entries (metric states, buffers not saved) may differ."""
+    import torch
+
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
-    built.model.load_state_dict(state, strict=False)  # metric states may differ; the weights must not
-    missing = [k for k in built.model.state_dict() if k.startswith("net.") and k not in state]
-    if missing:
-        raise DataError(f"{checkpoint}: the checkpoint lacks weights of the run's network ({missing[0]}, ...)")
-    return built.model.eval(), built.data
+    own = task.state_dict()
+    missing = [k for k in own if k.startswith("net.") and k not in state]
+    extra = [k for k in state if k.startswith("net.") and k not in own]
+    wrong = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or extra or wrong:
+        first = (
+            [f"{k} is missing" for k in missing[:1]]
+            + [f"{k} is not in the model" for k in extra[:1]]
+            + [f"{k} is {list(state[k].shape)} there, {list(own[k].shape)} here" for k in wrong[:1]]
+        )[0]
+        raise ConfigError(
+            f"{checkpoint}: its weights do not fit the model of the run's config.yaml ({first}; "
+            f"{len(missing) + len(extra) + len(wrong)} tensors in all); a checkpoint of another model type?"
+        )
+    task.load_state_dict(state, strict=False)
 
 
 # Network arguments that fetch starting weights; the checkpoint replaces them all, so nothing is downloaded.

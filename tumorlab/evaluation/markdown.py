@@ -7,7 +7,7 @@ from typing import Any
 
 from tumorlab.evaluation.loading import RunFolder
 
-__all__ = ["data_facts", "number", "report_markdown"]
+__all__ = ["data_facts", "near_copy_lines", "number", "report_markdown"]
 
 _DATA_KEYS = ("root", "csv", "task", "image_size", "channels", "classes", "split", "num_folds", "fold", "seed")
 
@@ -100,15 +100,63 @@ def _metric_tables(metrics: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _source(facts: dict[str, Any] | None) -> str:
+    facts = dict(facts or {})
+    module = str(facts.pop("data_module", None) or "?").rsplit(".", 1)[-1]
+    return f"`{module}` " + ", ".join(f"{k} `{v}`" for k, v in facts.items())
+
+
+def _cross_data_lines(record: dict[str, Any]) -> list[str]:
+    """Which data trained and which tested the model, and the class mapping (an evaluation of a fit run)."""
+    if "trained_on" not in record:
+        return []
+    lines = [
+        f"- trained on: {_source(record.get('trained_on'))}",
+        f"- tested on: {_source(record.get('tested_on'))}"
+        + (" (other data than in training)" if record.get("other_data") else ""),
+    ]
+    mapping = record.get("class_mapping") or {}
+    if mapping.get("line"):
+        lines.append(f"- {mapping['line']}")
+    if mapping.get("binary_from_model_outputs"):
+        lines.append(
+            f"- scored as tumour / no tumour: the model keeps its {len(mapping['model_classes'])} trained outputs; "
+            "p(no_tumour) is the no_tumour probability and p(tumour) the sum of the tumour classes' probabilities"
+        )
+    return lines
+
+
+def near_copy_lines(metrics: dict[str, Any]) -> list[str]:
+    """The near-copy section: the count, the rule, and the overall metrics on all and on the other images."""
+    copies = metrics.get("near_copies")
+    if not copies:
+        return []
+    keys = ["samples", "accuracy", "precision", "recall", "f1", "f2", "auroc"]
+    clean = metrics.get("without_near_copies")
+    lines = [
+        "## Near-copies of the training images",
+        "",
+        f"{copies['count']} of {copies['test_images']} test images are near-copies of the fit's "
+        f"{copies['train_images']} training images ({copies['rule']}; hashes from `{copies['train_hashes']}`); "
+        "`predictions.csv` marks them in `near_copy_of_train` and names the training file in `train_copy`.",
+        "",
+    ]
+    rows = [["all test images", *(metrics["overall"].get(k) for k in keys)]]
+    rows.append(
+        ["without near-copies", *((clean or {}).get("overall", {}).get(k) for k in keys)]
+        if clean
+        else ["without near-copies", *([None] * len(keys))]
+    )
+    return lines + _table(["test images", *keys], rows) + [""]
+
+
 def report_markdown(run: RunFolder, metrics: dict[str, Any], figures: dict[str, Path]) -> str:
     """The whole ``report.md`` text; ``figures`` maps figure names to paths relative to the run folder."""
     source = metrics["source"]
     lines = [f"# Report: {run.path.parent.name} / {run.path.name}", ""]
     lines += [
         f"Run folder `{run.path}` ({run.command}). Every number below is recomputed with scikit-learn from "
-        f"`predictions.csv` ({source['rows']} rows, split {', '.join(source['splits'])}); the test command's "
-        "own metrics in run.json can differ where it was limited to some batches "
-        "(`trainer.limit_test_batches`).",
+        f"`predictions.csv` ({source['rows']} rows, split {', '.join(source['splits'])}).",
         "",
     ]
     if source.get("made_by_predict_run"):
@@ -116,10 +164,14 @@ def report_markdown(run: RunFolder, metrics: dict[str, Any], figures: dict[str, 
             f"`predictions.csv` was made for this report by `tumorlab predict` in `{source['made_by_predict_run']}`.",
             "",
         ]
-    lines += ["## Data", ""] + [f"- {k}: `{v}`" for k, v in data_facts(run.config).items()] + [""]
+    elif run.command != "predict" and run.record.get("predictions"):  # written by the test pass (TestPredictions)
+        lines += ["`predictions.csv` holds the rows of the test pass itself (those of its metrics in run.json).", ""]
+    lines += ["## Data", ""] + [f"- {k}: `{v}`" for k, v in data_facts(run.config).items()]
+    lines += _cross_data_lines(run.record) + [""]
     lines += ["## Model", ""] + _model_lines(run.config) + [""]
     lines += ["## Training", ""] + _training_lines(run) + [""]
     lines += ["## Metrics", ""] + _metric_tables(metrics) + [""]
+    lines += near_copy_lines(metrics)
     lines += ["## Figures", ""]
     for name, path in figures.items():
         lines += [f"### {name.replace('_', ' ')}", "", f"![{name}]({path.as_posix()})", ""]

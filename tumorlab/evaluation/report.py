@@ -11,6 +11,12 @@
   ``metrics.csv``), and with segmentation ``patient_dice.png`` and ``slices.png`` (the best, median and worst
   tumour slices by Dice, masks predicted again by the model);
 - ``report.md``: data, model, parameters, training time, the tables and the figures.
+
+A test on other data than the fit's (``tumorlab test --ckpt_path RUN --data.root OTHER``) also states which
+data trained and which tested the model and the class mapping, and marks the test images that are near-copies
+of the fit's training images (``tumorlab.evaluation.nearcopies``): predictions.csv gains
+``near_copy_of_train`` and ``train_copy``, metrics.json ``near_copies`` (the count and the rule) and
+``without_near_copies`` (every metric again on the other test images), and report.md shows both.
 """
 
 from __future__ import annotations
@@ -21,11 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from tumorlab.errors import DataError
-from tumorlab.evaluation.loading import RunFolder, load_model, predictions_of, read_predictions, read_run
+from tumorlab.evaluation.loading import RunFolder, load_run, predictions_of, read_predictions, read_run
 from tumorlab.evaluation.markdown import report_markdown
 from tumorlab.evaluation.metrics import compute_metrics, parse_predictions
+from tumorlab.evaluation.nearcopies import mark_near_copies
+from tumorlab.reports import write_predictions
 
-__all__ = ["FIGURES_DIR", "pick_slices", "write_report"]
+__all__ = ["FIGURES_DIR", "figure_files", "log_figures", "pick_slices", "write_report"]
 
 FIGURES_DIR = "figures"
 
@@ -45,10 +53,20 @@ def write_report(run_dir: str | Path, *, slice_panel: bool = True) -> Path:
     splits = sorted({r.get("split", "") for r in every_row})
     # `predict --data.predict_split all` writes train, val and test rows: the report scores the test rows only
     rows = [r for r in every_row if r.get("split") == "test"] if len(splits) > 1 and "test" in splits else every_row
+    copies = mark_near_copies(run, rows)
+    if copies is not None:  # predictions.csv gains the near_copy_of_train column
+        write_predictions(every_row, csv_path.parent)
     parsed = parse_predictions(rows)
     if not len(parsed.y_true):
         raise DataError(f"{csv_path}: no row with a known true_class, nothing to score against")
     metrics = compute_metrics(parsed)
+    if copies is not None:
+        metrics["near_copies"] = copies
+        metrics["without_near_copies"] = _metrics_without_copies(rows)
+        print(
+            f"near-copies of the training images: {copies['count']} of {copies['test_images']} test images "
+            f"(perceptual hash within {copies['threshold_bits']} bits); report.md scores all and the others"
+        )
     metrics["source"] = {
         "predictions": str(csv_path),
         "made_by_predict_run": str(made_by) if made_by else None,
@@ -74,6 +92,33 @@ def write_report(run_dir: str | Path, *, slice_panel: bool = True) -> Path:
     report = run.path / "report.md"
     report.write_text(report_markdown(run, metrics, {k: v.relative_to(run.path) for k, v in figures.items()}))
     return report
+
+
+def figure_files(run_dir: str | Path) -> list[Path]:
+    """Every PNG under ``run_dir/figures`` (sub-folders too, e.g. CAM panels), sorted."""
+    return sorted((Path(run_dir) / FIGURES_DIR).rglob("*.png"))
+
+
+def log_figures(loggers: list[Any], figures: list[Path], prefix: str = "test") -> list[str]:
+    """Hand each figure to every logger that takes images (``log_image``: W&B's logger), one image per key
+    ``<prefix>/<name>`` (the path below ``figures/`` without ``.png``, e.g. ``test/roc_pr``); the keys."""
+    keys = []
+    for path in figures:
+        parts = path.with_suffix("").parts
+        below = parts[parts.index(FIGURES_DIR) + 1 :] if FIGURES_DIR in parts else (path.stem,)
+        key = f"{prefix}/{'/'.join(below)}"
+        for logger in loggers:
+            if callable(getattr(logger, "log_image", None)):
+                logger.log_image(key=key, images=[str(path)], caption=[path.stem])
+        keys.append(key)
+    return keys
+
+
+def _metrics_without_copies(rows: list[dict]) -> dict[str, Any] | None:
+    """The metrics of the rows that are no near-copy of a training image (``None`` where none is left)."""
+    clean = [r for r in rows if not int(r.get("near_copy_of_train") or 0)]
+    parsed = parse_predictions(clean) if clean else None
+    return compute_metrics(parsed) if parsed is not None and len(parsed.y_true) else None
 
 
 def _draw(run: RunFolder, parsed, metrics: dict[str, Any], out: Path) -> dict[str, Path]:
@@ -123,7 +168,7 @@ def _slice_panel(run: RunFolder, rows: list[dict[str, str]], path: Path) -> tupl
     picked = pick_slices(rows)
     if not picked:
         return None, []
-    task, dm = load_model(run)
+    task, dm = load_run(run.path)
     dm.setup("test")
     channels = list(getattr(dm, "channels", None) or [0, 1, 2])
     flair = channels.index(1) if 1 in channels else 0  # kaggle_3m channel 1 is FLAIR
