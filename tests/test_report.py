@@ -22,6 +22,7 @@ from sklearn.metrics import (
 
 from tests.conftest import FAST_TRAINER, REPO, TINY_UNET
 from tumorlab.cli import main
+from tumorlab.commands.predict_run import run_predict
 from tumorlab.evaluation.metrics import compute_metrics, parse_predictions
 from tumorlab.evaluation.report import pick_slices, write_report
 
@@ -260,7 +261,7 @@ def test_multiclass_macro_metrics_and_a_missing_class():
 
 def test_report_of_a_fit_run_folder(cnn_run):
     fit_dir, _ = cnn_run
-    path = write_report(fit_dir, slice_panel=False)
+    path = write_report(fit_dir, slice_panel=False, predict=run_predict)
     metrics = _metrics(fit_dir)
     assert path == fit_dir / "report.md" and (fit_dir / "predictions.csv").is_file()
     assert metrics["source"]["splits"] == ["test"]
@@ -270,3 +271,14 @@ def test_report_of_a_fit_run_folder(cnn_run):
 def test_report_of_a_folder_that_is_not_a_run(cli, tmp_path):
     result = cli("report", str(tmp_path))
     assert result.returncode == 2 and "not a run folder" in result.stderr and str(tmp_path) in result.stderr
+
+
+def test_a_report_without_predictions_and_no_runner_names_the_command(cnn_run, tmp_path):
+    """evaluation never runs the CLI itself: without a predict runner it says what to run."""
+    fit_dir, _ = cnn_run
+    bare = tmp_path / "2026-01-01_00-00-00_fit"
+    shutil.copytree(fit_dir, bare, ignore=shutil.ignore_patterns("predictions.csv", "metrics.json", "report.md"))
+    from tumorlab.errors import DataError
+
+    with pytest.raises(DataError, match=r"no predictions.csv; make it with `tumorlab predict .*--ckpt_path"):
+        write_report(bare, slice_panel=False)

@@ -325,10 +325,11 @@ class TumorlabCLI(LightningCLI):
         if self.trainer.world_size > 1:  # its predict pass runs in one process only
             print(f"tumorlab: note: for the full report run: tumorlab report {self.run_dir}", file=sys.stderr)
             return []
+        from tumorlab.commands.predict_run import run_predict
         from tumorlab.evaluation import write_report
 
         try:
-            report = write_report(self.run_dir)
+            report = write_report(self.run_dir, predict=run_predict)
         except Exception as err:  # the metrics above stand; say why the report is missing, never drop it silently
             why = f"{type(err).__name__}: {err}"
             print(f"tumorlab: warning: no report ({why}); retry with: tumorlab report {self.run_dir}", file=sys.stderr)

@@ -8,11 +8,12 @@ __all__ = ["add_parsers"]
 
 
 def _report(ns: argparse.Namespace) -> int:
+    from tumorlab.commands.predict_run import run_predict
     from tumorlab.evaluation.report import write_report
     from tumorlab.quiet import quiet_known_noise
 
     quiet_known_noise()
-    path = write_report(ns.run_dir, slice_panel=not ns.no_slices)
+    path = write_report(ns.run_dir, slice_panel=not ns.no_slices, predict=run_predict)
     print(f"report: {path}\nmetrics: {path.with_name('metrics.json')}\nfigures: {path.with_name('figures')}")
     return 0
 
@@ -41,13 +42,14 @@ def _cam(ns: argparse.Namespace) -> int:
 
 
 def _cv(ns: argparse.Namespace) -> int:
+    from tumorlab.cli import main
     from tumorlab.evaluation.cv import cross_validate, fold_commands, format_summary
 
     if ns.print_commands:
         for command in fold_commands(ns.config, ns.folds, ns.overrides):
             print(command)
         return 0
-    summary = cross_validate(ns.config, ns.folds, ns.overrides, collect=ns.collect)
+    summary = cross_validate(ns.config, ns.folds, ns.overrides, collect=ns.collect, fit=main)
     print(format_summary(summary))
     return 0
 

@@ -28,7 +28,7 @@ import datetime as _dt
 import json
 import math
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -134,11 +134,18 @@ def find_fold_run(root: Path, name: str, k: int, exclude: set[Path] = frozenset(
     return max(finished, key=lambda p: (p / "run.json").stat().st_mtime)
 
 
-def cross_validate(configs: Sequence[str], folds: int, overrides: Sequence[str] = (), collect: bool = False) -> dict:
-    """Train and test every fold in turn through ``tumorlab.cli.main`` (or, with ``collect``, only find the
-    newest finished run of each), then write and return the summary (``summarise`` + ``out``)."""
-    from tumorlab.cli import main
-
+def cross_validate(
+    configs: Sequence[str],
+    folds: int,
+    overrides: Sequence[str] = (),
+    collect: bool = False,
+    fit: Callable[[list[str]], int] | None = None,
+) -> dict:
+    """Train and test every fold in turn with ``fit`` (``tumorlab.cli.main``, handed in by the command: this
+    package never imports the CLI) or, with ``collect``, only find the newest finished run of each; then write
+    and return the summary (``summarise`` + ``out``)."""
+    if fit is None and not collect:
+        raise ConfigError("cross_validate needs fit (tumorlab.cli.main) unless collect is true")
     _check(folds, overrides)
     root, name = run_settings(configs, overrides)
     runs = []
@@ -148,7 +155,7 @@ def cross_validate(configs: Sequence[str], folds: int, overrides: Sequence[str] 
             continue
         before = _fit_runs(root / fold_name(name, k))
         print(f"cross-validation: fold {k + 1} of {folds} ({fold_name(name, k)})", flush=True)
-        code = main(fold_args(configs, folds, k, overrides))
+        code = fit(fold_args(configs, folds, k, overrides))
         if code:
             raise TumorlabError(f"fold {k} of {folds} failed (exit status {code}, see above); no summary written")
         runs.append(find_fold_run(root, name, k, exclude=before))

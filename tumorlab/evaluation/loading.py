@@ -13,8 +13,9 @@ from __future__ import annotations
 import copy
 import csv
 import json
-import os
+import shlex
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,10 @@ from typing import Any
 import yaml
 
 from tumorlab.errors import ConfigError, DataError
+
+# Runs `tumorlab predict` with these arguments and returns its run folder. The CLI side passes one in
+# (tumorlab.commands.predict_run.run_predict): evaluation never imports the CLI.
+PredictRunner = Callable[[list[str]], Path]
 
 __all__ = [
     "LoadedRun",
@@ -128,38 +133,14 @@ def _predict_argv(run: RunFolder, checkpoint: str) -> list[str]:
     ]
 
 
-def _run_predict(argv: list[str]) -> Path:
-    """Run ``tumorlab predict`` in this process as ``tumorlab.cli.main`` would; return its run folder.
-
-    ``TumorlabCLI`` is called directly, not through ``run_lightning_cli``: that one ends the active W&B run
-    when it returns, which would end the W&B run of a ``tumorlab test`` that writes its report at the end.
-    """
-    from tumorlab.cli import expand_model_shorthand
-    from tumorlab.lightning_cli import TumorlabCLI
-    from tumorlab.quiet import quiet_known_noise
-    from tumorlab.run_config import with_run_config
-    from tumorlab.runs import RUN_DIR_ENV
-
-    quiet_known_noise()
-    before = os.environ.get(RUN_DIR_ENV)
-    try:
-        args, tested = with_run_config(expand_model_shorthand(argv))
-        return Path(TumorlabCLI(args, tested=tested, user_args=argv).run_dir)
-    finally:  # the folder of the command that asked for the report stays the current one
-        if before is None:
-            os.environ.pop(RUN_DIR_ENV, None)
-        else:
-            os.environ[RUN_DIR_ENV] = before
-
-
-def predictions_of(run: RunFolder) -> tuple[Path, Path | None]:
+def predictions_of(run: RunFolder, predict: PredictRunner | None = None) -> tuple[Path, Path | None]:
     """``(predictions.csv of the run folder, the predict run that wrote it or None)``.
 
     A test writes its own (``rows.TestPredictions``); a run folder without one (a fit that was not tested, a
-    test run from before) gets one: ``tumorlab predict`` runs
-    in this process on the checkpoint the run evaluated (its best one for a fit), on the test split (the
-    validation split for a ``validate`` run), with the evaluation's own command line (its data overrides
-    included); its file is copied into the run folder and its own run folder (beside the fit run,
+    test run from before) gets one from ``predict`` (``tumorlab predict``, run by the caller; without it a
+    ``DataError`` gives the command to run) on the checkpoint the run evaluated (its best one for a fit), on
+    the test split (the validation split for a ``validate`` run), with the evaluation's own command line (its
+    data overrides included); its file is copied into the run folder and its own run folder (beside the fit run,
     ``<time>_predict``) stays as the record of how it was made.
     """
     target = run.path / "predictions.csv"
@@ -168,7 +149,13 @@ def predictions_of(run: RunFolder) -> tuple[Path, Path | None]:
     checkpoint = run.checkpoint()
     if checkpoint is None:
         raise DataError(f"{run.path}: no predictions.csv and no checkpoint to produce it from")
-    made = _run_predict(_predict_argv(run, checkpoint)) / "predictions.csv"
+    argv = _predict_argv(run, checkpoint)
+    if predict is None:
+        raise DataError(
+            f"{run.path}: no predictions.csv; make it with `{shlex.join(['tumorlab', *argv])}` "
+            f"or run `tumorlab report {run.path}`"
+        )
+    made = predict(argv) / "predictions.csv"
     if not made.is_file():
         raise DataError(f"{run.path}: `tumorlab predict --ckpt_path {checkpoint}` wrote no predictions.csv")
     shutil.copy2(made, target)

@@ -27,7 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from tumorlab.errors import DataError
-from tumorlab.evaluation.loading import RunFolder, load_run, predictions_of, read_predictions, read_run
+from tumorlab.evaluation.loading import (
+    PredictRunner,
+    RunFolder,
+    load_run,
+    predictions_of,
+    read_predictions,
+    read_run,
+)
 from tumorlab.evaluation.markdown import report_markdown
 from tumorlab.evaluation.metrics import compute_metrics, parse_predictions
 from tumorlab.evaluation.nearcopies import mark_near_copies
@@ -38,17 +45,19 @@ __all__ = ["FIGURES_DIR", "figure_files", "log_figures", "pick_slices", "write_r
 FIGURES_DIR = "figures"
 
 
-def write_report(run_dir: str | Path, *, slice_panel: bool = True) -> Path:
+def write_report(run_dir: str | Path, *, slice_panel: bool = True, predict: PredictRunner | None = None) -> Path:
     """Write ``metrics.json``, ``figures/*.png`` and ``report.md`` into ``run_dir``; return ``report.md``'s path.
 
     Args:
         run_dir: a ``test`` (or ``validate``/``predict``) run folder, or a ``fit`` run folder.
         slice_panel: draw ``slices.png`` for segmentation runs (loads the model and runs it on three slices).
+        predict: how to run ``tumorlab predict`` where the folder has no ``predictions.csv`` (see
+            ``loading.predictions_of``); ``None``: such a folder raises ``DataError`` with the command to run.
 
     The figures' paths are listed in ``metrics.json`` under ``figures`` (all of them lie in ``figures/``).
     """
     run = read_run(run_dir)
-    csv_path, made_by = predictions_of(run)
+    csv_path, made_by = predictions_of(run, predict)
     every_row = read_predictions(csv_path)
     splits = sorted({r.get("split", "") for r in every_row})
     # `predict --data.predict_split all` writes train, val and test rows: the report scores the test rows only
