@@ -205,7 +205,7 @@ def test_prune_command_writes_the_table_and_plain_reloadable_models(cnn9_run, cl
 
 
 @pytest.mark.slow
-def test_channel_pruned_run_works_with_tumorlab_test_and_predict(cnn9_run, cli):
+def test_channel_pruned_run_works_with_test_predict_cam_and_export(cnn9_run, cli, tmp_path):
     result = cli("prune", "--ckpt_path", str(cnn9_run), "--sparsity", "0.5", "--method", "channel")
     assert result.returncode == 0, result.stderr
     pruned = _prune_folder(cnn9_run) / "s0.50"
@@ -215,6 +215,13 @@ def test_channel_pruned_run_works_with_tumorlab_test_and_predict(cnn9_run, cli):
     assert float(_rows(pruned.parent)[0]["speedup_b1"]) > 0
     assert cli("test", "--ckpt_path", str(pruned)).returncode == 0
     assert cli("predict", "--ckpt_path", str(pruned)).returncode == 0
+    result = cli("cam", "--ckpt_path", str(pruned), "--score", "--out", str(tmp_path / "cams"), "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    scores = json.loads((tmp_path / "cams" / "localisation.json").read_text())
+    assert scores["slices"] > 0 and 0.0 <= scores["pointing_game"] <= 1.0
+    result = cli("export", "--ckpt_path", str(pruned), "--out", str(tmp_path / "pruned.onnx"))
+    assert result.returncode == 0, result.stderr  # export checks onnxruntime against PyTorch itself
+    assert (tmp_path / "pruned.onnx").stat().st_size > 0
 
 
 def test_prune_command_refuses_bad_input(cnn9_run, cli, tmp_path):

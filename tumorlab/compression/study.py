@@ -122,8 +122,12 @@ def _save(task, run: LoadedRun, folder: Path, method: str, sparsity: float, metr
         },
         ckpt,
     )
+    # what the pruned model shares with the model it was pruned from: how its inputs are prepared, its classes
+    source = json.loads((Path(run.run_dir) / "run.json").read_text())
+    inherited = {k: source[k] for k in ("preprocessing", "class_names") if source.get(k) is not None}
     update_run_json(
         folder,
+        **inherited,
         command="prune",
         pruned_from=str(run.run_dir),
         method=method,
