@@ -332,7 +332,7 @@ class FiniteGuard(Callback):
     # The last optimiser step of an epoch can overflow the weights after the last loss was checked: look at the
     # weights before the epoch's checkpoints are written (Lightning runs checkpoint callbacks after this one).
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.training or (trainer.state.fn == "fit" and not trainer.sanity_checking):
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
             _check_weights(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

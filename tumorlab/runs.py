@@ -223,6 +223,7 @@ def check_checkpoint(path: str | Path) -> str:
             "tumorlab does not unpickle them, because unpickling a file from an untrusted source can run code"
         ) from None
     except (RuntimeError, OSError, EOFError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        # torch's first sentence says what is wrong; the rest of its message is advice for torch.load users
+        first = str(err).strip().splitlines()[0].split(". ")[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"--ckpt_path {path}: not a readable checkpoint (truncated or corrupt: {first})") from None
     return str(path)
