@@ -104,7 +104,9 @@ class _NamingIterator:
             text = str(err)
             if "DataLoader worker" not in text or not isinstance(self._dataset, TrackedDataset):
                 raise
-            pids = {int(p) for p in re.findall(r"\d+", text.split("DataLoader worker", 1)[1].split(")")[0])}
+            # "DataLoader worker (pid 12) is killed by signal ..." or "... (pid(s) 12, 13) exited unexpectedly"
+            named = re.search(r"DataLoader worker \(pid(?:\(s\))? ([\d, ]+)\)", text)
+            pids = {int(p) for p in re.findall(r"\d+", named.group(1))} if named else set()
             loading = self._dataset.loading(pids)
             if not loading:
                 raise
