@@ -1,4 +1,11 @@
-"""Lightning callbacks that the ``tumorlab`` command adds: exact resume, channels_last, torch.compile.
+"""Lightning callbacks that the ``tumorlab`` command adds: exact resume, safe checkpoints, channels_last,
+torch.compile, and the guards that stop a run that cannot train.
+
+Checkpoints are written atomically by ``AtomicCheckpointIO`` (which ``ResumeCheckpoint`` installs): a
+temporary file in the checkpoint's own folder, flushed to disk, then renamed over the old file, so a
+process killed while saving leaves the previous checkpoint whole. Lightning's own writer goes through an
+fsspec transaction whose temporary file lies in the system's temporary folder; where that is another file
+system the final "rename" is a copy, and a kill during the copy leaves a truncated checkpoint.
 
 ``RNGState`` is written by hand because Lightning does not checkpoint random-number-generator states; the
 other two are thin switches so that a config line turns them on (``--run.channels_last``, ``--run.compile``).
@@ -6,18 +13,24 @@ other two are thin switches so that a config line turns them on (``--run.channel
 
 from __future__ import annotations
 
+import errno
+import os
 import random
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from tumorlab.errors import ConfigError, DataError
+from tumorlab.errors import ConfigError, DataError, RunError
 
 __all__ = [
+    "AtomicCheckpointIO",
     "BestCheckpoint",
     "FiniteGuard",
     "RNGState",
@@ -105,6 +118,74 @@ def _local_rng_state() -> dict[str, Any]:
     return state
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``TorchCheckpointIO`` that replaces a local checkpoint atomically and names the file when it cannot.
+
+    The checkpoint goes to ``.<name>.<pid>.tmp`` beside the target, is flushed to disk (``fsync``) and renamed
+    over the target (``os.replace``, atomic within one file system): readers see the old file or the new
+    one, never a part. A failed write (``ENOSPC``: the disk is full) removes the temporary file, leaves the
+    previous checkpoint as it was and raises a ``RunError`` naming the checkpoint and the cause. Remote
+    paths (``s3://`` ...) go to Lightning's writer unchanged.
+
+    Args:
+        model: where given, a checkpoint read to resume from is checked against it first
+            (``check_checkpoint_fits``): another model or another number of classes is one clear error.
+    """
+
+    def __init__(self, model: LightningModule | None = None) -> None:
+        super().__init__()
+        self.model = model
+
+    def load_checkpoint(self, path: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        checkpoint = super().load_checkpoint(path, *args, **kwargs)
+        if self.model is not None:
+            check_checkpoint_fits(checkpoint, self.model, str(path))
+        return checkpoint
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None or not _is_local_file_protocol(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            cause = os.strerror(err.errno) if err.errno else str(err)
+            hint = "; free some space or set --run.root to another disk" if err.errno == errno.ENOSPC else ""
+            kept = "the previous one is unchanged" if path.exists() else "there was no previous one"
+            raise RunError(f"could not write checkpoint {path}: {cause} ({kept}){hint}") from err
+
+
+def check_checkpoint_fits(checkpoint: dict[str, Any], module: LightningModule, path: str) -> None:
+    """Raise a ``ConfigError`` naming ``path`` if its weights do not fit ``module`` (another model or another
+    number of classes), instead of the page of missing keys that ``load_state_dict`` prints."""
+    saved = checkpoint.get("state_dict", {})
+    own = module.state_dict()
+    missing = sorted(own.keys() - saved.keys())
+    unexpected = sorted(saved.keys() - own.keys())
+    if (missing and module.strict_loading) or unexpected:
+        first = (missing or unexpected)[0]
+        raise ConfigError(
+            f"--ckpt_path {path}: a checkpoint of another model: {len(missing)} weights of "
+            f"{type(module).__name__} are missing from it and {len(unexpected)} of its weights are unknown to "
+            f"it (first: {first}); resume with the config the checkpoint was trained with"
+        )
+    shapes = [k for k in saved.keys() & own.keys() if tuple(saved[k].shape) != tuple(own[k].shape)]
+    if shapes:
+        key = sorted(shapes)[0]
+        raise ConfigError(
+            f"--ckpt_path {path}: weight {key} has shape {list(saved[key].shape)} in the checkpoint but "
+            f"{list(own[key].shape)} in this model ({len(shapes)} such weights): the checkpoint comes from "
+            "another configuration, e.g. another number of classes (data) or another network width"
+        )
+
+
 class ResumeCheckpoint(ModelCheckpoint):
     """Write ``checkpoints/last.ckpt`` at the end of every epoch, to resume from after a crash.
 
@@ -115,6 +196,13 @@ class ResumeCheckpoint(ModelCheckpoint):
 
     def __init__(self) -> None:
         super().__init__(filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Write every checkpoint of the run atomically and check that a checkpoint to resume from fits the
+        model before Lightning loads it."""
+        super().setup(trainer, pl_module, stage)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # leave other writers (async ...) alone
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO(model=pl_module)
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         """On Ctrl-C (SIGINT) save ``last.ckpt`` where training stopped and say how to resume; Lightning then
@@ -207,8 +295,14 @@ class FiniteGuard(Callback):
 
     A run never goes on training with a non-finite loss: the exception ends ``fit`` before the epoch's
     checkpoint is written, so ``checkpoints/last.ckpt`` keeps the last good epoch. The ``tumorlab`` command adds
-    this callback to every ``fit``.
+    this callback to every ``fit``; it also refuses ``max_epochs: 0`` (or ``max_steps: 0``), which would end
+    ``fit`` at once with no checkpoint and no word of why.
     """
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage == "fit" and (trainer.max_epochs == 0 or trainer.max_steps == 0):
+            key = "max_epochs" if trainer.max_epochs == 0 else "max_steps"
+            raise ConfigError(f"trainer.{key} is 0: fit would train nothing; set it to 1 or more")
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         images = batch.get("image") if isinstance(batch, dict) else None
@@ -234,6 +328,28 @@ class FiniteGuard(Callback):
                 f"{trainer.global_step} (batch {batch_idx}); training stopped and {kept}. A learning rate that "
                 "is too high is the usual cause: lower model.optimizer.init_args.lr"
             )
+
+    # The last optimiser step of an epoch can overflow the weights after the last loss was checked: look at the
+    # weights before the epoch's checkpoints are written (Lightning runs checkpoint callbacks after this one).
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            _check_weights(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        _check_weights(trainer, pl_module)
+
+
+def _check_weights(trainer: Trainer, pl_module: LightningModule) -> None:
+    tensors = [*pl_module.named_parameters(), *pl_module.named_buffers()]  # BatchNorm statistics overflow too
+    bad = [name for name, t in tensors if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        last = _last_checkpoint(trainer)
+        kept = f"the last good checkpoint is {last}" if last else "no checkpoint had been written yet"
+        raise ConfigError(
+            f"the weights became NaN or Inf at epoch {trainer.current_epoch}, step {trainer.global_step} "
+            f"({len(bad)} tensors, first: {bad[0]}); training stopped and {kept}. A learning rate that is too high "
+            "is the usual cause: lower model.optimizer.init_args.lr"
+        )
 
 
 def _last_checkpoint(trainer: Trainer) -> str | None:

@@ -14,3 +14,7 @@ class DataError(TumorlabError, ValueError):
 
 class ConfigError(TumorlabError, ValueError):
     """A config value that is out of range or disagrees with another one."""
+
+
+class RunError(TumorlabError, RuntimeError):
+    """A run that cannot go on: a checkpoint that cannot be written (full disk, no permission)."""

@@ -75,6 +75,10 @@ def read_rgb(path: Path) -> np.ndarray:
     array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
     if array is None:
         raise DataError(f"{path}: not a readable image (empty, corrupt, truncated or not an image)")
+    if min(array.shape[:2]) < 8:  # = tumorlab.data.io.MIN_SIDE
+        raise DataError(f"{path}: image is {array.shape[1]}x{array.shape[0]} pixels; expected at least 8x8")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise DataError(f"{path}: holds NaN or Inf pixel values")
     if array.dtype != np.uint8:  # 16-bit and float files: rescaled to 8 bits by their maximum
         hi = float(array.max())
         array = (array.astype(np.float32) * (255.0 / hi if hi > 0 else 1.0)).round().clip(0, 255).astype(np.uint8)

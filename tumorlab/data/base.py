@@ -32,6 +32,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from tumorlab.data.cache import DecodeCache, Sample, SampleInfo, inspect_samples
+from tumorlab.data.checks import check_split_classes
 from tumorlab.data.dataset import SampleDataset, SampleStore
 from tumorlab.data.duplicates import DEFAULT_NEAR_THRESHOLD, duplicate_groups
 from tumorlab.data.samplers import SeededSampler
@@ -43,6 +44,7 @@ from tumorlab.data.transforms import (
     check_normalization,
     imagenet_statistics,
 )
+from tumorlab.data.workers import NamingDataLoader, TrackedDataset
 from tumorlab.errors import ConfigError, DataError
 
 __all__ = ["TumorDataModule", "default_workers"]
@@ -268,6 +270,9 @@ class TumorDataModule(LightningDataModule):
             )
             for name in SPLITS
         }
+        if getattr(self, "task", None) != "segmentation":  # a segmenter may train on tumour slices only
+            where = getattr(self, "root", None) or getattr(self, "csv", None) or type(self).__name__
+            check_split_classes({n: ds.labels for n, ds in self.datasets.items()}, self.class_names, str(where))
         self._spec = state
         log.info("%s split: %s; normalisation: %s", type(self).__name__, self.describe_splits(), norm)
 
@@ -372,8 +377,10 @@ class TumorDataModule(LightningDataModule):
             # Lightning's default DistributedSampler pads evaluation sets with repeated samples; this one gives
             # every sample to exactly one process, so metrics synced across processes are exact.
             sampler = UnrepeatedDistributedSampler(ds, num_replicas=world, rank=rank, shuffle=False)
-        return DataLoader(
-            ds,
+        # with workers, one that dies names the file it was loading (tumorlab.data.workers)
+        tracked = TrackedDataset(ds, self.num_workers) if self.num_workers > 0 else ds
+        return (NamingDataLoader if self.num_workers > 0 else DataLoader)(
+            tracked,
             batch_size=self.batch_size,
             sampler=sampler,
             # worker seeds come from this generator, not from the global RNG that dropout draws from

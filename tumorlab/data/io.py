@@ -1,8 +1,9 @@
 """Decoding of image and mask files into the arrays every loader works on.
 
 Images come back as ``(H, W, 3)`` uint8 RGB whatever the file holds: grey-level and RGBA files are
-converted, 16-bit files are rescaled to 8 bits. Masks come back as ``(H, W)`` uint8 with values 0/1.
-Every failure is a ``DataError`` that names the file and the cause.
+converted, 16-bit files are rescaled to 8 bits. Masks come back as ``(H, W)`` uint8 with values 0/1; a
+mask holding more than two values (a label map, an interpolated or JPEG-compressed mask) is refused rather
+than guessed at. Every failure is a ``DataError`` that names the file and the cause.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from tumorlab.errors import DataError
 __all__ = ["IMAGE_SUFFIXES", "read_image", "read_mask", "decode_image", "image_mode", "to_rgb"]
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".jpg", ".jpeg", ".png", ".bmp")
+MIN_SIDE = 8  # = the smallest data.image_size: a smaller file is a thumbnail or a placeholder, not a scan
 
 
 def read_bytes(path: Path) -> bytes:
@@ -34,6 +36,11 @@ def decode_image(data: bytes, path: str | Path) -> np.ndarray:
     array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if array is None:
         raise DataError(f"{path}: not a readable image (corrupt, truncated or not an image)")
+    if min(array.shape[:2]) < MIN_SIDE:
+        height, width = array.shape[:2]
+        raise DataError(f"{path}: image is {width}x{height} pixels; expected at least {MIN_SIDE}x{MIN_SIDE}")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise DataError(f"{path}: holds NaN or Inf pixel values ({image_mode(array)})")
     return array
 
 
@@ -78,13 +85,25 @@ def read_image(path: str | Path) -> np.ndarray:
     return to_rgb(_decode(path), path)
 
 
-def mask_from_array(array: np.ndarray) -> np.ndarray:
-    """A decoded mask as ``(H, W)`` uint8 0/1 (any non-zero value in any channel is tumour)."""
+def mask_from_array(array: np.ndarray, path: str | Path = "mask") -> np.ndarray:
+    """A decoded mask as ``(H, W)`` uint8 0/1: 0 is background, the one other value (1, 255 ...) is tumour.
+
+    Raises:
+        DataError: the mask holds more than two values (``path`` names it in the message).
+    """
     if array.ndim == 3:
         array = array.max(axis=2)
+    values = np.unique(array)
+    if len(values) > 2 or (len(values) == 2 and values[0] != 0):
+        shown = ", ".join(f"{v:g}" for v in values[:6]) + (" ..." if len(values) > 6 else "")
+        raise DataError(
+            f"{path}: mask holds {len(values)} values ({shown}); expected 0 for background and one value "
+            "(1 or 255) for tumour. Save masks losslessly (PNG/TIFF, not JPEG) and without interpolation"
+        )
     return (array > 0).astype(np.uint8)
 
 
 def read_mask(path: str | Path) -> np.ndarray:
-    """Read a mask file as ``(H, W)`` uint8 with 1 for tumour, 0 elsewhere (any non-zero value is tumour)."""
-    return mask_from_array(_decode(Path(path)))
+    """Read a mask file as ``(H, W)`` uint8 with 1 for tumour, 0 elsewhere (``mask_from_array``)."""
+    path = Path(path)
+    return mask_from_array(_decode(path), path)
