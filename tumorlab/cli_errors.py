@@ -73,6 +73,12 @@ def one_line(message: str, options: Iterable[str] = ()) -> str:
         kind = expected.group(2) or expected.group(1)
         key = f"{chain[0]}.{nested.group(1)}" if nested else ".".join(chain)
         return f"invalid value for '{key}': expected {kind}, got {expected.group(3).strip()}"
+    given = re.search(r"Given value: ([^\n]+)", message)
+    if chain and given and "Union subtypes" in message:  # an Optional[int] key: one "Expected" per subtype
+        kinds = [k for k in re.findall(r"Expected a <class '(\w+)'>", message) if k != "NoneType"]
+        key = f"{chain[0]}.{nested.group(1)}" if nested else ".".join(chain)
+        kind = " or ".join(kinds) or "another type"
+        return f"invalid value for '{key}': expected {kind}, got {given.group(1).strip()}"
     noise = ("Given value", "Subtypes:", "Errors:", "Does not validate", "Parser key", "Problem with given class_path")
     lines = [ln.strip().lstrip("- ") for ln in message.splitlines()]
     lines = [ln for ln in lines if ln and not ln.startswith(noise) and "NoneType" not in ln]

@@ -33,7 +33,14 @@ from tumorlab.errors import ConfigError
 from tumorlab.links import apply_normalization, check_explicit_links, fix_null_strings, link_net_args
 from tumorlab.reports import format_metrics, gather_rows, prediction_rows, write_predictions
 from tumorlab.run_config import check_against_run, with_run_config
-from tumorlab.runs import find_checkpoint, find_resume_checkpoint, new_run_dir, run_info, update_run_json
+from tumorlab.runs import (
+    check_checkpoint,
+    find_checkpoint,
+    find_resume_checkpoint,
+    new_run_dir,
+    run_info,
+    update_run_json,
+)
 from tumorlab.tasks.mixins import class_slug
 
 __all__ = ["TumorlabCLI", "run_lightning_cli"]
@@ -141,6 +148,16 @@ class TumorlabCLI(LightningCLI):
                 init_args.name = cfg.run.name  # the W&B run is named like the run folder
             if not init_args.get("tags"):
                 init_args.tags = list(cfg.run.tags) or None
+
+    def _parse_ckpt_path(self) -> None:
+        """Check a ``--ckpt_path`` file before LightningCLI reads its hyper-parameters: a truncated file, or one
+        that holds objects other than tensors and plain values, stops with one line (``runs.check_checkpoint``)
+        instead of a traceback from inside torch."""
+        sub = self.config.get("subcommand")
+        path = self.config[sub].get("ckpt_path") if sub else None
+        if path and Path(path).is_file():
+            check_checkpoint(path)
+        super()._parse_ckpt_path()
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand]

@@ -31,10 +31,6 @@ class Case:
 GROUPS = ("images", "masks", "folders and splits", "configs", "checkpoints", "runs", "crash safety", "safe loading")
 
 _I, _M, _F, _C, _K, _R, _S, _L = GROUPS
-_CKPT_FILE = (
-    "tumorlab/lightning_cli.py: LightningCLI._parse_ckpt_path reads a checkpoint file given to --ckpt_path "
-    "(weights_only=True) before tumorlab's check_checkpoint, so a bad file ends in a traceback"
-)
 
 CASES: tuple[Case, ...] = (
     # --- images (tumorlab fit on class folders, tumorlab audit, tumorlab predict-images) ---
@@ -138,7 +134,6 @@ CASES: tuple[Case, ...] = (
         _C,
         "`--trainer.max_epochs many`",
         "one line naming `trainer.max_epochs` and the value",
-        known_failure="tumorlab/cli_errors.py: for an Optional[int] key it prints only `Expected a <class 'int'>`",
     ),
     Case("max-epochs-0", _C, "`--trainer.max_epochs 0`", "`trainer.max_epochs is 0: fit would train nothing ...`"),
     # --- checkpoints ---
@@ -153,7 +148,6 @@ CASES: tuple[Case, ...] = (
         _K,
         "`fit --ckpt_path FILE.ckpt`, the file cut in half",
         "the same line",
-        known_failure=_CKPT_FILE,
     ),
     Case(
         "checkpoint-of-another-model",
@@ -231,7 +225,6 @@ CASES: tuple[Case, ...] = (
         _L,
         "`fit --ckpt_path FILE.ckpt` holding a pickled command",
         "the same line; the command never runs",
-        known_failure=_CKPT_FILE,
     ),
     Case("onnx-no-pickle", _L, "an exported ONNX file", "protobuf only: no pickle stream in any field"),
     Case(

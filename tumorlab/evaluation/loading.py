@@ -268,6 +268,9 @@ def load_weights(task: Any, checkpoint: str | Path) -> None:
     its shape (``ConfigError`` otherwise); other entries (metric states, buffers not saved) may differ."""
     import torch
 
+    from tumorlab.runs import check_checkpoint
+
+    check_checkpoint(checkpoint)  # a truncated or pickle-carrying file: one line, never a torch traceback
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     own = task.state_dict()
     missing = [k for k in own if k.startswith("net.") and k not in state]
