@@ -68,3 +68,23 @@ def test_ctrl_c_during_fit_saves_a_resumable_checkpoint_and_exits_non_zero(tmp_p
         timeout=240,
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+
+
+def test_ctrl_c_during_a_checkpoint_write_lets_the_write_finish_then_interrupts(tmp_path, monkeypatch):
+    """A KeyboardInterrupt inside torch.save's zip writer would surface as a RuntimeError and leave a torn
+    file; the atomic writer holds SIGINT back until the file is complete and renamed."""
+    from tumorlab.callbacks import AtomicCheckpointIO
+
+    real_save = torch.save
+
+    def interrupted_save(obj, f, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C arrives while the file is being written
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", interrupted_save)
+    target = tmp_path / "last.ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        AtomicCheckpointIO().save_checkpoint({"epoch": 3, "w": torch.ones(4)}, target)
+    assert torch.load(target, weights_only=True)["epoch"] == 3  # written whole before the interrupt
+    assert not list(tmp_path.glob(".*.tmp"))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is given back

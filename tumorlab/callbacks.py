@@ -13,10 +13,15 @@ other two are thin switches so that a config line turns them on (``--run.channel
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import random
+import signal
 import sys
+import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +126,7 @@ def _local_rng_state() -> dict[str, Any]:
 class AtomicCheckpointIO(TorchCheckpointIO):
     """``TorchCheckpointIO`` that replaces a local checkpoint atomically and names the file when it cannot.
 
-    The checkpoint goes to ``.<name>.<pid>.tmp`` beside the target, is flushed to disk (``fsync``) and renamed
+    The checkpoint goes to a new ``.<name>.<random>.tmp`` beside the target, is flushed to disk (``fsync``) and renamed
     over the target (``os.replace``, atomic within one file system): readers see the old file or the new
     one, never a part. A failed write (``ENOSPC``: the disk is full) removes the temporary file, leaves the
     previous checkpoint as it was and raises a ``RunError`` naming the checkpoint and the cause. Remote
@@ -146,20 +151,46 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None or not _is_local_file_protocol(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)  # a name of its own for every save, so that no two writers ever share a file
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            # Ctrl-C waits for the write: a KeyboardInterrupt inside torch.save's zip writer comes out as a
+            # RuntimeError ("unexpected pos"), which would hide the interrupt from ResumeCheckpoint
+            with _sigint_deferred():
+                with open(tmp, "wb") as f:
+                    torch.save(checkpoint, f)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
         except OSError as err:
             tmp.unlink(missing_ok=True)
             cause = os.strerror(err.errno) if err.errno else str(err)
             hint = "; free some space or set --run.root to another disk" if err.errno == errno.ENOSPC else ""
             kept = "the previous one is unchanged" if path.exists() else "there was no previous one"
             raise RunError(f"could not write checkpoint {path}: {cause} ({kept}){hint}") from err
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold SIGINT back until the block ends, then raise the ``KeyboardInterrupt`` it would have raised (main
+    thread only: other threads cannot set signal handlers and do not receive SIGINT)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        if previous is not None:  # None: a handler set outside Python, which signal() cannot restore
+            signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def check_checkpoint_fits(checkpoint: dict[str, Any], module: LightningModule, path: str) -> None:
