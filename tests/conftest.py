@@ -7,9 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning.pytorch  # noqa: F401  (see below)
 import pytest
 
 from tumorlab.synth import write_folders, write_lgg
+
+# Lightning attaches a logging handler to sys.stderr when it is first imported. The DataModules import it
+# lazily (tumorlab.data.modules), so without this the first test to use one would bind that handler to its
+# captured stderr, which pytest closes afterwards: later tests would then see "--- Logging error ---".
 
 REAL_DATA_ENV = "TUMORLAB_REAL_DATA"
 REPO = Path(__file__).resolve().parents[1]

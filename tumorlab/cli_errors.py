@@ -87,7 +87,7 @@ def one_line(message: str, options: Iterable[str] = ()) -> str:
 
 def _known_classes(key: str) -> list[str]:
     """The short class names a key accepts among tumorlab's own (``data``, ``model``, ``net``)."""
-    import tumorlab.data
+    import tumorlab.data.modules
     import tumorlab.models
     import tumorlab.tasks
 

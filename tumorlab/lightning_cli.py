@@ -17,7 +17,7 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-import tumorlab.data  # noqa: F401  (registers the DataModules for short names)
+import tumorlab.data.modules  # noqa: F401  (registers the DataModules for short names)
 import tumorlab.models  # noqa: F401  (registers the architectures)
 import tumorlab.tasks  # noqa: F401  (registers the tasks)
 from tumorlab.callbacks import ResumeCheckpoint, monitor_mode

@@ -42,7 +42,7 @@ def _instantiate(key: str, base: type, node: dict) -> Any:
     optimiser are resolved as LightningCLI does)."""
     from jsonargparse import ArgumentParser
 
-    import tumorlab.data  # noqa: F401  (short class names)
+    import tumorlab.data.modules  # noqa: F401  (short class names)
     import tumorlab.tasks  # noqa: F401
 
     parser = ArgumentParser(exit_on_error=False)

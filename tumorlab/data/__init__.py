@@ -3,19 +3,20 @@
 - ``LGGDataModule``: the LGG segmentation download (kaggle_3m), segmentation / classification / multitask.
 - ``FolderDataModule``: one folder per class (the 4-class brain-MRI downloads), with ``Training/``/``Testing/``.
 - ``ManifestDataModule``: any data set listed in a CSV (``path,label,patient[,mask][,split]``).
+
+The DataModules (``tumorlab.data.modules``) are imported on first use, with Lightning; the rest of the package
+(scanning, inspection, duplicates, splits: what ``tumorlab audit`` needs) imports without Lightning.
 """
 
-from tumorlab.data.base import TumorDataModule
-from tumorlab.data.folders import FolderDataModule
-from tumorlab.data.lgg import LGGDataModule, LGGSlice, scan_kaggle_3m
-from tumorlab.data.manifest import ManifestDataModule
+from typing import Any
+
+from tumorlab.data.lgg import LGGSlice, scan_kaggle_3m
 from tumorlab.data.splits import check_disjoint, kfold_by_group, make_splits, split_by_group
 
+_MODULES = ("TumorDataModule", "LGGDataModule", "FolderDataModule", "ManifestDataModule")
+
 __all__ = [
-    "TumorDataModule",
-    "LGGDataModule",
-    "FolderDataModule",
-    "ManifestDataModule",
+    *_MODULES,
     "LGGSlice",
     "scan_kaggle_3m",
     "check_disjoint",
@@ -23,3 +24,11 @@ __all__ = [
     "make_splits",
     "split_by_group",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MODULES:
+        from tumorlab.data import modules
+
+        return getattr(modules, name)
+    raise AttributeError(f"module 'tumorlab.data' has no attribute {name!r}")

@@ -2,8 +2,9 @@
 
 Counts per class, patient and split; byte-identical duplicates (SHA-256) and near-duplicates (256-bit
 perceptual hash within a stated number of bits); duplicates shared between the training data and a test
-root; unreadable files; files passed over; image sizes and modes. The same DataModules that train read the
-data here (with ``on_bad_file: skip``), so the audit sees exactly what training would see.
+root; unreadable files; files passed over; image sizes and modes. The DataModules' own classes (``LGGData``,
+``FolderData``, ``ManifestData``: the DataModules without Lightning) read the data here (with ``on_bad_file:
+skip``), so the audit sees exactly what training would see.
 
 What each count counts (``--json`` keys in brackets):
 
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tumorlab.data.base import TumorDataModule
+from tumorlab.data.base import TumorData
 from tumorlab.data.duplicates import DEFAULT_NEAR_THRESHOLD, PHASH_SIZE, duplicate_groups
 from tumorlab.errors import DataError
 
@@ -51,7 +52,7 @@ def detect_layout(root: str | Path) -> str:
     return "folders"
 
 
-def _datamodule(root: str, layout: str, test_root: str | None, near_threshold: int, seed: int) -> TumorDataModule:
+def _datamodule(root: str, layout: str, test_root: str | None, near_threshold: int, seed: int) -> TumorData:
     common = {
         "on_bad_file": "skip",
         "cache": "none",
@@ -61,17 +62,17 @@ def _datamodule(root: str, layout: str, test_root: str | None, near_threshold: i
         "seed": seed,
     }
     if layout == "lgg":
-        from tumorlab.data.lgg import LGGDataModule
+        from tumorlab.data.lgg import LGGData
 
-        dm = LGGDataModule(root, **common)
+        dm = LGGData(root, **common)
     elif layout == "manifest":
-        from tumorlab.data.manifest import ManifestDataModule
+        from tumorlab.data.manifest import ManifestData
 
-        dm = ManifestDataModule(root, **common)
+        dm = ManifestData(root, **common)
     else:
-        from tumorlab.data.folders import FolderDataModule
+        from tumorlab.data.folders import FolderData
 
-        dm = FolderDataModule(root, test_root=test_root, **common)
+        dm = FolderData(root, test_root=test_root, **common)
     return dm
 
 
@@ -156,7 +157,7 @@ def audit(
     return report
 
 
-def _class_counts(dm: TumorDataModule, ok: np.ndarray) -> dict[str, dict[str, int]]:
+def _class_counts(dm: TumorData, ok: np.ndarray) -> dict[str, dict[str, int]]:
     """Readable images per class, and of those the ones in the given test set (where there is one)."""
     labels = dm.labels[ok]
     in_test = np.array([dm.samples[i].fixed_split == "test" for i in ok.tolist()], dtype=bool)
@@ -168,7 +169,7 @@ def _class_counts(dm: TumorDataModule, ok: np.ndarray) -> dict[str, dict[str, in
     return counts
 
 
-def _splits(dm: TumorDataModule) -> dict[str, dict]:
+def _splits(dm: TumorData) -> dict[str, dict]:
     """``describe_splits`` plus ``per_class``: every class, zeros included, in class order."""
     splits = dm.describe_splits()
     for name, entry in splits.items():
@@ -176,7 +177,7 @@ def _splits(dm: TumorDataModule) -> dict[str, dict]:
     return splits
 
 
-def _dropped_per_class(dm: TumorDataModule) -> dict[str, int]:
+def _dropped_per_class(dm: TumorData) -> dict[str, int]:
     by_path = {str(s.image): dm.class_names[dm.labels[i]] for i, s in enumerate(dm.samples)}
     dropped = Counter(by_path[train] for train, _ in dm.dropped_test_duplicates)
     return {name: dropped.get(name, 0) for name in dm.class_names}
@@ -199,7 +200,7 @@ def _warnings(report: dict, with_patients: bool) -> list[str]:
     return out
 
 
-def _mask_facts(dm: TumorDataModule, ok: np.ndarray) -> dict | None:
+def _mask_facts(dm: TumorData, ok: np.ndarray) -> dict | None:
     """Readable slices with a mask: how many have an empty mask, and per patient slices and tumour slices."""
     with_mask = [i for i in ok.tolist() if dm.samples[i].mask is not None]
     if not with_mask:
@@ -218,7 +219,7 @@ def _mask_facts(dm: TumorDataModule, ok: np.ndarray) -> dict | None:
     }
 
 
-def _patients(dm: TumorDataModule, ok: np.ndarray) -> dict:
+def _patients(dm: TumorData, ok: np.ndarray) -> dict:
     """Images per patient and, per patient, images per class."""
     per: dict[str, dict] = defaultdict(lambda: {"images": 0, "classes": Counter()})
     for i in ok.tolist():

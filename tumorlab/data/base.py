@@ -2,6 +2,9 @@
 class weights, the weighted sampler and the loaders (a ``SeededSampler`` for training, so that a resumed fit
 sees the batches an uninterrupted one would).
 
+``TumorData`` holds all of it and imports no Lightning (``tumorlab audit`` uses it as it is);
+``tumorlab.data.modules`` turns it and its subclasses into Lightning DataModules (``TumorDataModule`` ...).
+
 A subclass lists its samples in ``__init__`` (``self.samples``, ``num_classes``, ``class_names``) so that a bad
 root fails before any run folder exists; ``setup()`` does the rest:
 
@@ -27,8 +30,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-from lightning.pytorch import LightningDataModule
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from tumorlab.data.cache import DecodeCache, Sample, SampleInfo, inspect_samples
@@ -47,7 +48,7 @@ from tumorlab.data.transforms import (
 from tumorlab.data.workers import NamingDataLoader, TrackedDataset
 from tumorlab.errors import ConfigError, DataError
 
-__all__ = ["TumorDataModule", "default_workers"]
+__all__ = ["TumorData", "default_workers"]
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,12 @@ def default_workers() -> int:
     return 0 if cpus <= 2 else min(4, cpus - 1)
 
 
-class TumorDataModule(LightningDataModule):
-    """Base class of the tumorlab DataModules; the arguments below are shared by all of them.
+class TumorData:
+    """What every tumorlab DataModule does, without Lightning; the arguments below are shared by all of them.
+
+    ``tumorlab.data.modules`` makes the Lightning DataModules of it (``TumorDataModule``, ``LGGDataModule`` ...);
+    ``tumorlab audit`` uses the classes here (``LGGData`` ...), which read, inspect and split the same files
+    without importing Lightning.
 
     Args:
         image_size: side in pixels that images (and masks) are resized to, after the optional brain crop.
@@ -134,7 +139,8 @@ class TumorDataModule(LightningDataModule):
         predict_split: Literal["train", "val", "test", "all"] = "test",
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        if hasattr(self, "save_hyperparameters"):  # the Lightning DataModule (tumorlab.data.modules)
+            self.save_hyperparameters()
         channels = [0, 1, 2] if channels is None else list(channels)
         if image_size < 8:
             raise ConfigError(f"data.image_size must be at least 8 pixels, got {image_size}")
@@ -363,7 +369,7 @@ class TumorDataModule(LightningDataModule):
     def _loader(self, name: str, train: bool) -> DataLoader:
         self._require_setup()
         ds = self.predict_dataset() if name == "predict" else self.datasets[name]
-        trainer = self.trainer
+        trainer = getattr(self, "trainer", None)  # set by Lightning on the DataModule (tumorlab.data.modules)
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         sampler = None
         if train:
@@ -376,6 +382,8 @@ class TumorDataModule(LightningDataModule):
         elif world > 1:
             # Lightning's default DistributedSampler pads evaluation sets with repeated samples; this one gives
             # every sample to exactly one process, so metrics synced across processes are exact.
+            from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
             sampler = UnrepeatedDistributedSampler(ds, num_replicas=world, rank=rank, shuffle=False)
         # with workers, one that dies names the file it was loading (tumorlab.data.workers)
         tracked = TrackedDataset(ds, self.num_workers) if self.num_workers > 0 else ds

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from tumorlab.data.base import TumorDataModule
+from tumorlab.data.base import TumorData
 from tumorlab.data.cache import Sample
 from tumorlab.data.duplicates import DEFAULT_NEAR_THRESHOLD
 from tumorlab.data.io import IMAGE_SUFFIXES
@@ -24,7 +24,7 @@ __all__ = [
     "check_model_classes",
     "resolve_roots",
     "scan_class_folders",
-    "FolderDataModule",
+    "FolderData",
 ]
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ def _folder_names(files: dict[str, list[Path]], roots: tuple) -> dict[str, list[
     return out
 
 
-class FolderDataModule(TumorDataModule):
+class FolderData(TumorData):
     """Images in class folders (e.g. the 4-class brain-MRI downloads), for classification.
 
     Args:
@@ -169,7 +169,7 @@ class FolderDataModule(TumorDataModule):
             ``[no_tumour, tumour]``), classes the data lacks stay empty, and a class of the data that is not
             one of them stops here with both lists. ``model_num_classes`` keeps their number: the width of
             the model's head, which stays as trained even where ``binary`` scores it as two classes.
-        **kwargs: the shared options of ``TumorDataModule``.
+        **kwargs: the shared options of ``TumorDataModule`` (``base.TumorData``).
 
     Without a test folder, train/val/test are drawn from ``root`` by ``split``, stratified by class, with
     duplicate groups kept whole. Batches carry the duplicate-group id as ``patient``.

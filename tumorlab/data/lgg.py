@@ -21,11 +21,11 @@ from typing import Literal
 
 import numpy as np
 
-from tumorlab.data.base import TumorDataModule
+from tumorlab.data.base import TumorData
 from tumorlab.data.cache import Sample, SampleInfo
 from tumorlab.errors import ConfigError, DataError
 
-__all__ = ["LGGSlice", "scan_kaggle_3m", "read_lgg_metadata", "LGGDataModule", "patient_of"]
+__all__ = ["LGGSlice", "scan_kaggle_3m", "read_lgg_metadata", "LGGData", "patient_of"]
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def read_lgg_metadata(root: str | Path, slices: list[LGGSlice]) -> dict[str, dic
     return {}
 
 
-class LGGDataModule(TumorDataModule):
+class LGGData(TumorData):
     """The LGG kaggle_3m data for segmentation, tumour classification or both, split by patient.
 
     Args:

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from tumorlab.data.base import TumorDataModule
+from tumorlab.data.base import TumorData
 from tumorlab.data.cache import Sample
 from tumorlab.errors import ConfigError, DataError
 
-__all__ = ["REQUIRED_COLUMNS", "read_manifest", "ManifestDataModule"]
+__all__ = ["REQUIRED_COLUMNS", "read_manifest", "ManifestData"]
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def _sorted_labels(labels: set[str]) -> list[str]:
         return sorted(labels)
 
 
-class ManifestDataModule(TumorDataModule):
+class ManifestData(TumorData):
     """Images listed in a CSV manifest, for classification (and segmentation where a ``mask`` column exists).
 
     Args:
@@ -120,7 +120,7 @@ class ManifestDataModule(TumorDataModule):
         use_masks: serve the ``mask`` column as ``mask`` in batches (when the column exists).
         image_size: side in pixels that images are resized to.
         batch_size: images per batch.
-        **kwargs: the shared options of ``TumorDataModule``.
+        **kwargs: the shared options of ``TumorDataModule`` (``base.TumorData``).
 
     With a ``split`` column holding train, val and test, the splits are used as given (and still checked
     for leaks); with only train and test, val is drawn from the train rows; with ``num_folds``, the

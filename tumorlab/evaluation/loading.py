@@ -234,7 +234,7 @@ def load_run(
     from jsonargparse import ArgumentParser
     from lightning.pytorch import LightningDataModule, LightningModule
 
-    import tumorlab.data  # noqa: F401  (short class names in configs)
+    import tumorlab.data.modules  # noqa: F401  (short class names in configs)
     import tumorlab.models  # noqa: F401
     import tumorlab.tasks  # noqa: F401
     from tumorlab.evaluation.crossdata import class_mapping, collapse_to_binary
