@@ -69,6 +69,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--pruning-epochs", type=int, default=20, help="dense CNN9 epochs of the pruning study (default 20)"
     )
+    parser.add_argument("--pruning-run", type=Path, help="prune this dense lgg_cnn9 fit run instead of training one")
     parser.add_argument("--docs", type=Path, help="write the Markdown report here (from <work>/results.json)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the pipeline, not the numbers")
     ns = parser.parse_args(argv)
@@ -177,6 +178,7 @@ def stage_pruning(ns: argparse.Namespace) -> dict:
         str(report),
     ]
     cmd += ["--quick"] if ns.quick else []
+    cmd += ["--run", str(ns.pruning_run)] if ns.pruning_run else []
     wall = _run(cmd, ns.work / "logs" / "pruning.log")
     return {"command": shlex.join(cmd), "wall_s": wall, "report_md": report.read_text()}
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import statistics
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -101,6 +103,16 @@ def test_pruning_benchmark_quick(tmp_path, lgg_phantom):
     assert r.returncode == 0, r.stderr[-2000:]
     report = (tmp_path / "pruning.md").read_text()
     assert "channel" in report and "magnitude" in report and "ONNX" in report
+    # the accuracy target is judged against the majority class of the test split: recount it from the rows
+    # that `tumorlab test` writes for the dense run
+    dense = next((tmp_path / "work" / "lgg_cnn9").glob("*_fit"))
+    cmd = [sys.executable, "-m", "tumorlab", "test", "--ckpt_path", str(dense), "--run.report", "false"]
+    test = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert test.returncode == 0, test.stderr[-2000:]
+    with next(dense.parent.glob("*_test")).joinpath("predictions.csv").open() as f:
+        counts = Counter(row["true_class"] for row in csv.DictReader(f))
+    majority = max(counts.values()) / sum(counts.values())
+    assert f"the test split's majority class gives accuracy {majority:.4f}" in report
 
 
 @pytest.mark.slow
