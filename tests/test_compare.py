@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import FAST_TRAINER, REPO
 from tests.test_report import assert_real_png
@@ -86,6 +88,17 @@ def test_other_data_is_flagged_and_losses_sort_ascending(runs, tmp_path, capsys)
     assert "other data than the other runs" in capsys.readouterr().err
     losses = [r["val/loss"] for r in result.rows]
     assert losses == sorted(losses) and losses[0] < losses[-1]
+
+
+def test_a_split_that_ignores_duplicates_is_flagged(runs, tmp_path):
+    leaky = tmp_path / "leaky" / runs["b"].name
+    shutil.copytree(runs["b"], leaky)
+    config = yaml.safe_load((leaky / "config.yaml").read_text())
+    config["data"]["init_args"]["duplicates"] = "none"  # the same data, split as if it held no copies
+    (leaky / "config.yaml").write_text(yaml.safe_dump(config))
+    result = compare_runs([runs["a"], runs["b"], leaky], sort="", out_dir=tmp_path / "out")
+    flags = [r["data_check"] for r in result.rows]
+    assert flags[:2] == ["same", "same"] and "duplicates none (others" in flags[2]
 
 
 def test_command_line_expands_globs_and_refuses_an_unknown_sort(runs, cli, tmp_path):
