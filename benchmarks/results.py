@@ -10,6 +10,8 @@ Stages (each a list of ``tumorlab`` commands, run one after another in child pro
 - ``mri4``: SmallCNN, CNN9, ResNet3 and timm resnet18 (from scratch) on the 4-class ``Training/`` folder,
   once with the stratified split grouped by duplicates (tumorlab's default) and once with a random split that
   ignores duplicates (``--data.duplicates none``), then ``tumorlab compare`` over the eight runs;
+- ``leaks``: for each 4-class run, the test images that have a copy in its own training split, and the
+  accuracy on them and on the others (the mechanism behind a leaky split's numbers);
 - ``pruning``: ``benchmarks/pruning.py`` (the LGG study's pruning table for CNN9).
 
 Every stage writes what it measured into ``<work>/results.json``; ``--docs FILE`` renders the Markdown from it,
@@ -34,7 +36,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("lgg", "cam", "mri4", "pruning")
+STAGES = ("lgg", "cam", "mri4", "leaks", "pruning")
 
 # (name, configs, extra arguments); fold runs go to <work>/<name>-cv/fold<k>/.
 LGG = (
@@ -157,8 +159,57 @@ def stage_mri4(ns: argparse.Namespace) -> dict:
     dest = ns.work / "compare_mri4"
     cmd = ["tumorlab", "compare", *(r["run"] for r in runs), "--sort", "", "--out", str(dest)]
     _run(cmd, ns.work / "logs" / "compare_mri4.log")
-    return {"runs": runs, "compare_command": shlex.join(["tumorlab", "compare", str(ns.work / "results_mri4_*/*_fit*"),
-            "--sort", "''", "--out", str(dest)]), "comparison_md": (dest / "comparison.md").read_text()}  # fmt: skip
+    pattern = shlex.quote(str(ns.work / "results_mri4_*/*_fit*"))
+    compare = f"tumorlab compare {pattern} --sort '' --out {shlex.quote(str(dest))}"
+    return {"runs": runs, "compare_command": compare, "comparison_md": (dest / "comparison.md").read_text()}
+
+
+def leak_check(run: Path) -> dict:
+    """How many test images of a fit run have a near-copy in its own training split (perceptual hash within
+    the data layer's near-duplicate threshold), and the test accuracy on those and on the others.
+
+    The training split is rebuilt from the run's own config (``load_run``), the hashes come from the data
+    layer (``nearcopies``), the predictions from the run's ``predictions.csv``.
+    """
+    import csv
+    import tempfile
+
+    from tumorlab.data.duplicates import DEFAULT_NEAR_THRESHOLD
+    from tumorlab.evaluation.loading import load_run
+    from tumorlab.evaluation.nearcopies import hashes_of_files, near_copies, read_train_hashes, write_train_hashes
+
+    dm = load_run(run, weights=False).datamodule
+    dm.setup("fit")
+    with tempfile.TemporaryDirectory() as tmp:
+        write_train_hashes(dm, tmp)
+        train = read_train_hashes(tmp)
+    with (run / "predictions.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r.get("split", "test") == "test"]
+    hashes, errors = hashes_of_files([r["file"] for r in rows])
+    if any(errors):
+        raise SystemExit(f"{run}: cannot hash test image {next(e for e in errors if e)}")
+    threshold = int(getattr(dm, "near_threshold", DEFAULT_NEAR_THRESHOLD))
+    out = {"run": str(run), "test_images": len(rows), "threshold_bits": threshold}
+    for label, bits in (("identical", 0), ("near", threshold)):
+        copied = [c is not None for c in near_copies(hashes, train, bits)]
+        right = [r["true_class"] == r["predicted_class"] for r in rows]
+        hit = [ok for ok, c in zip(right, copied, strict=True) if c]
+        rest = [ok for ok, c in zip(right, copied, strict=True) if not c]
+        out[label] = {"copies": len(hit), "acc_copies": sum(hit) / len(hit) if hit else None,
+                      "acc_others": sum(rest) / len(rest) if rest else None}  # fmt: skip
+    return out
+
+
+def stage_leaks(ns: argparse.Namespace) -> list[dict]:
+    """``leak_check`` of every 4-class run of the mri4 stage (read from results.json)."""
+    store = json.loads((ns.work / "results.json").read_text())
+    if "mri4" not in store:
+        sys.exit("the leaks stage needs the mri4 stage's runs: run --stages mri4 first")
+    out = []
+    for r in store["mri4"]["runs"]:
+        print(f"leak check: {r['run']}", flush=True)
+        out.append({"name": r["name"], "model": r["model"], "split": r["split"], **leak_check(Path(r["run"]))})
+    return out
 
 
 def stage_pruning(ns: argparse.Namespace) -> dict:
@@ -195,13 +246,17 @@ def main(argv: list[str] | None = None) -> int:
     ns.work = ns.work.resolve()
     ns.work.mkdir(parents=True, exist_ok=True)
     store = ns.work / "results.json"
-    results = json.loads(store.read_text()) if store.is_file() else {}
     for stage in ns.stages:
         start = time.perf_counter()
-        results[stage] = globals()[f"stage_{stage}"](ns)
+        measured = globals()[f"stage_{stage}"](ns)
+        # read again before writing: another invocation may have written other stages meanwhile
+        results = json.loads(store.read_text()) if store.is_file() else {}
+        results[stage] = measured
         results.setdefault("stage_wall_s", {})[stage] = time.perf_counter() - start
         results["machine"], results["quick"] = machine(), ns.quick
+        results["paths"] = {str(ns.work): "runs/results", str(ns.lgg_root.resolve().parent): "$TUMORLAB_REAL_DATA"}
         store.write_text(json.dumps(results, indent=2) + "\n")
+    results = json.loads(store.read_text()) if store.is_file() else {}
     if ns.docs:
         from results_md import render  # the sibling module (benchmarks/ is on sys.path)
 

@@ -25,7 +25,7 @@ Regenerate everything (about {hours:.1f} h on this machine) with
 
     make results      # = TUMORLAB_REAL_DATA=../shared/data python benchmarks/results.py --docs docs/results.md
 
-or one stage with `--stages lgg|cam|mri4|pruning` (the others are kept from `runs/results/results.json`).
+or one stage with `--stages lgg|cam|mri4|leaks|pruning` (the others are kept from `runs/results/results.json`).
 Machine: {machine}.
 """
 
@@ -131,6 +131,29 @@ def _mri4(stage: dict) -> str:
     return "\n".join(lines)
 
 
+def _leaks(rows: list[dict]) -> str:
+    lines = [
+        "## How much does a leaky split leak? (the same eight 4-class runs)",
+        "",
+        "For every test image: does the run's own training split hold a copy of it — an identical perceptual "
+        "hash, or one within the data layer's near-duplicate threshold (bits of 256) — and how accurate is the "
+        "model on those test images and on the others? The training split is rebuilt from each run's "
+        "`config.yaml`, the hashes by `tumorlab.evaluation.nearcopies`, the answers from its `predictions.csv`.",
+        "",
+        "| model | split | test images | with an identical copy in training | within the threshold | "
+        "accuracy on those | accuracy on the others |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        near = r["near"]
+        lines.append(
+            f"| {r['model']} | {r['split']} | {r['test_images']} | {r['identical']['copies']} | "
+            f"{near['copies']} (≤ {r['threshold_bits']} bits) | {_fmt(near['acc_copies'])} | "
+            f"{_fmt(near['acc_others'])} |"
+        )
+    return "\n".join(lines + ["", "`python benchmarks/results.py --stages leaks` (after the mri4 stage)."])
+
+
 def _pruning(stage: dict) -> str:
     return "\n".join(["## Pruning CNN9 (LGG study's table)", "", "```", stage["command"], "```", "",
                       stage["report_md"]])  # fmt: skip
@@ -143,10 +166,13 @@ def render(results: dict) -> str:
     parts = [HEADER.format(hours=hours, machine=machine)]
     if results.get("quick"):
         parts.append("**--quick run: pipeline check only, the numbers mean nothing.**")
-    for stage, fn in (("lgg", _lgg), ("cam", _cam), ("mri4", _mri4), ("pruning", _pruning)):
+    for stage, fn in (("lgg", _lgg), ("cam", _cam), ("mri4", _mri4), ("leaks", _leaks), ("pruning", _pruning)):
         wall = results.get("stage_wall_s", {}).get(stage)
         if stage in results:
             parts.append(fn(results[stage]) + f"\n\nStage wall time: {wall:.0f} s.")
         else:
             parts.append(f"## {stage}\n\nNot run yet: `python benchmarks/results.py --stages {stage} --docs ...`.")
-    return "\n\n".join(parts) + "\n"
+    text = "\n\n".join(parts) + "\n"
+    for real, shown in (results.get("paths") or {}).items():  # this machine's folders as the docs name them
+        text = text.replace(real, shown)
+    return text
