@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("lgg", "cam", "mri4", "leaks", "pruning")
+STAGES = ("lgg", "baseline", "cam", "mri4", "leaks", "pruning")
 
 # (name, configs, extra arguments); fold runs go to <work>/<name>-cv/fold<k>/.
 LGG = (
@@ -128,6 +128,20 @@ def stage_lgg(ns: argparse.Namespace) -> list[dict]:
                     "train_time_s": [r.get("train_time_s") for r in runs], "epochs": [r.get("epochs") for r in runs],
                     "parameters": runs[0].get("parameters")})  # fmt: skip
     return out
+
+
+def stage_baseline(ns: argparse.Namespace) -> dict:
+    """The LGG test split (the same for every fold) as fold 0 of the first model saw it: slices, patients,
+    tumour slices, and the accuracy of always answering its most frequent class."""
+    import csv
+    from collections import Counter
+
+    run = _newest(ns.work / f"{LGG[0][0]}-cv" / "fold0", "*_fit*")
+    with (run / "predictions.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r.get("split", "test") == "test"]
+    counts = Counter(r["true_class"] for r in rows)
+    return {"run": str(run), "slices": len(rows), "patients": len({r["patient"] for r in rows}),
+            "classes": dict(counts), "majority_acc": max(counts.values()) / len(rows)}  # fmt: skip
 
 
 def stage_cam(ns: argparse.Namespace) -> list[dict]:
@@ -234,6 +248,15 @@ def stage_pruning(ns: argparse.Namespace) -> dict:
     return {"command": shlex.join(cmd), "wall_s": wall, "report_md": report.read_text()}
 
 
+def _commit() -> str | None:
+    """The git commit of the code that ran (the runs' own run.json files record it too)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    except OSError:
+        return None
+    return out.stdout.strip() or None
+
+
 def machine() -> dict:
     import torch
 
@@ -253,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         results = json.loads(store.read_text()) if store.is_file() else {}
         results[stage] = measured
         results.setdefault("stage_wall_s", {})[stage] = time.perf_counter() - start
+        results.setdefault("commits", {})[stage] = _commit()
         results["machine"], results["quick"] = machine(), ns.quick
         results["paths"] = {str(ns.work): "runs/results", str(ns.lgg_root.resolve().parent): "$TUMORLAB_REAL_DATA"}
         store.write_text(json.dumps(results, indent=2) + "\n")

@@ -125,7 +125,7 @@ def test_results_quick_reports_what_the_runs_measured(tmp_path, lgg_phantom, fol
     r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     results = json.loads((work / "results.json").read_text())
-    assert set(results["stage_wall_s"]) == {"lgg", "cam", "mri4", "leaks"}  # pruning.py has its own --quick
+    assert set(results["stage_wall_s"]) == {"lgg", "baseline", "cam", "mri4", "leaks"}  # pruning.py has its own --quick
     for leak in results["leaks"]:  # every test row was checked against its own training split
         with open(Path(leak["run"]) / "predictions.csv") as f:
             assert leak["test_images"] == sum(1 for _ in csv.DictReader(f)) > 0
