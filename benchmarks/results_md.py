@@ -25,7 +25,7 @@ Regenerate everything (about {hours:.1f} h on this machine) with
 
     make results      # = TUMORLAB_REAL_DATA=../shared/data python benchmarks/results.py --docs docs/results.md
 
-or one stage with `--stages lgg|cam|mri4|leaks|pruning` (the others are kept from `runs/results/results.json`).
+or one stage with `--stages lgg|baseline|cam|mri4|leaks|pruning` (the others are kept from `runs/results/results.json`).
 Machine: {machine}.
 """
 
