@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import cv2
+import pytest
 
 from tumorlab.data.audit import MIN_SPLIT_PATIENTS
 from tumorlab.data.duplicates import DEFAULT_NEAR_THRESHOLD
@@ -165,9 +166,7 @@ def test_audit_of_an_lgg_tree_and_a_test_root(lgg_phantom, folders_phantom, tmp_
     out = cli("audit", str(lgg_phantom), cwd=tmp_path).stdout
     share = f"{empty / slices:.1%}"
     assert f"masks: {slices} slices, {empty} with an empty mask ({share}), {slices - empty} with tumour" in out
-    r = cli(
-        "audit", str(folders_phantom / "Training"), "--test-root", str(folders_phantom / "Testing"), cwd=tmp_path
-    )
+    r = cli("audit", str(folders_phantom / "Training"), "--test-root", str(folders_phantom / "Testing"), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "test root" in r.stdout and "duplicates shared by training and test data: 0 exact groups" in r.stdout
 
@@ -235,6 +234,7 @@ def test_audit_of_the_real_lgg_folder(real_data, tmp_path, cli):
     _check_split_counts(report)
 
 
+@pytest.mark.slow
 def test_audit_reads_the_data_without_importing_lightning(lgg_phantom, tmp_path):
     """The audit uses the DataModules' own classes (tumorlab.data.LGGData ...), not Lightning's: it starts in
     about half the time of a command that imports Lightning."""

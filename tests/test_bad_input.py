@@ -144,6 +144,7 @@ def test_lgg_mask_of_another_size(lgg, tmp_path):
         LGGDataModule(str(root), **TINY).setup()
 
 
+@pytest.mark.slow
 def test_bad_slice_through_the_cli_is_one_line(lgg, tmp_path, cli):
     root = shutil.copytree(lgg, tmp_path / "lgg")
     victim = sorted(root.rglob("*_2.tif"))[0]

@@ -46,6 +46,7 @@ def test_memory_disk_and_no_cache_serve_the_same_arrays(lgg_phantom, tmp_path):
     assert torch.equal(masks[0], masks[1]) and torch.equal(masks[0], masks[2])
 
 
+@pytest.mark.slow
 def test_disk_cache_is_reused_and_never_stale(lgg_phantom, tmp_path, monkeypatch):
     root = shutil.copytree(lgg_phantom, tmp_path / "lgg")
     cache_dir = tmp_path / "cache"

@@ -150,11 +150,10 @@ def _test_slices(fit_dir: Path):
     return dm.datasets["test"].samples
 
 
+@pytest.mark.slow
 def test_fit_then_test_then_predict(tmp_path, lgg_phantom, cli):
     root = str(lgg_phantom)
-    r = cli(
-        "fit", "--config", DEMO, "--data.root", root, "--run.root", "out", "--run.name", "e2e", *TINY, cwd=tmp_path
-    )
+    r = cli("fit", "--config", DEMO, "--data.root", root, "--run.root", "out", "--run.name", "e2e", *TINY, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     fit_dir = _only_run(tmp_path / "out" / "e2e")
     record = json.loads((fit_dir / "run.json").read_text())

@@ -16,6 +16,8 @@ from tumorlab.cli import main
 from tumorlab.errors import ConfigError
 from tumorlab.evaluation.compare import compare_runs
 
+pytestmark = pytest.mark.slow  # several trained runs: make test runs them, make test-fast does not
+
 CNN9 = str(REPO / "configs" / "experiments" / "lgg_cnn9.yaml")
 
 

@@ -14,6 +14,8 @@ from tests.conftest import FAST_TRAINER, REPO
 from tumorlab.data import LGGDataModule
 from tumorlab.evaluation.cv import summarise
 
+pytestmark = pytest.mark.slow  # one trained run per fold: make test runs them, make test-fast does not
+
 CNN9 = str(REPO / "configs/experiments/lgg_cnn9.yaml")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 import yaml
 
@@ -19,6 +20,7 @@ def _state(run_dir) -> dict:
     return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
 
 
+@pytest.mark.slow
 def test_one_mri_channel_trains_a_one_channel_network(tmp_path, lgg_phantom):
     args = ["fit", "--config", str(EXPERIMENTS / "lgg_cnn9.yaml"), *FAST_TRAINER, "--data.root", str(lgg_phantom)]
     args += ["--data.image_size", "32", "--data.channels", "[1]", "--run.root", str(tmp_path), "--run.name", "flair"]
@@ -56,6 +58,7 @@ def test_a_hand_set_value_equal_to_the_data_is_accepted(tmp_path, lgg_phantom):
     assert main([*args, "--run.name", "same"]) == 0
 
 
+@pytest.mark.slow
 def test_null_on_the_command_line_means_none_and_wandb_follows_the_run_name(tmp_path, lgg_phantom, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     args = ["fit", "--config", DEMO, *FAST_TRAINER[:2], "--data.root", str(lgg_phantom), "--data.image_size", "32"]
@@ -87,6 +90,7 @@ def test_experiment_configs_leave_sizes_and_shared_defaults_to_the_cli():
         assert "logger" not in cfg.get("trainer", {}) and "callbacks" not in cfg.get("trainer", {}), path.name
 
 
+@pytest.mark.slow
 def test_normalisation_comes_from_the_network_and_is_saved(tmp_path, folders_phantom):
     args = ["fit", "--config", str(EXPERIMENTS / "mri4_resnet18_nadam.yaml"), *FAST_TRAINER]
     args += ["--data.root", str(folders_phantom), "--data.image_size", "32", "--data.channels", "[1]"]
@@ -100,6 +104,7 @@ def test_normalisation_comes_from_the_network_and_is_saved(tmp_path, folders_pha
     assert applied["image_size"] == 32  # the ViT was built for the data's size
 
 
+@pytest.mark.slow
 def test_a_hand_set_normalisation_wins_with_a_note(tmp_path, lgg_phantom, capsys):
     args = ["fit", "--config", str(EXPERIMENTS / "lgg_cnn9.yaml"), *FAST_TRAINER, "--data.root", str(lgg_phantom)]
     args += ["--data.image_size", "32", "--data.normalize", "{mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25]}"]

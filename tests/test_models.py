@@ -152,6 +152,7 @@ def test_timm_unreachable_weights_point_at_weights_file(monkeypatch):
         TimmClassifier("resnet18", pretrained=True)
 
 
+@pytest.mark.slow
 def test_timm_head_fits_backbones_with_a_pre_logits_block():
     vgg = TimmClassifier("vgg11", num_classes=3)  # VGG's pre-logits block widens 512 features to 4096
     assert vgg.head[-1].in_features == 4096

@@ -117,6 +117,7 @@ def test_segmentation_predictions_name_classes_and_recompute_dice(demo_fit):
         assert values["dice"] == pytest.approx(2 * inter / total if total else 1.0, abs=1e-6), patient
 
 
+@pytest.mark.slow
 def test_predict_split_all_covers_every_slice_once(demo_fit, lgg_phantom):
     fit_dir, args = demo_fit
     run_dir, rows = _predict(fit_dir, args, "--data.predict_split", "all")

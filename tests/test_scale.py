@@ -195,6 +195,7 @@ def test_hardware_the_machine_lacks_is_one_line_with_the_fix(tmp_path, lgg_phant
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_precision_channels_last_and_compile_switches(tmp_path, lgg_phantom, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WANDB_MODE", "offline")

@@ -90,6 +90,7 @@ def test_a_typo_in_a_yaml_file_names_the_key(cli, tmp_path, lgg_phantom):
     )
 
 
+@pytest.mark.slow
 def test_a_log_file_gets_one_line_per_epoch_and_metrics_csv_one_row_per_epoch(cli, tmp_path, lgg_phantom):
     args = ["fit", "--config", DEMO, *FAST_TRAINER, "--data.root", str(lgg_phantom), "--data.image_size", "32"]
     r = cli(*args, "--trainer.max_epochs", "3", "--run.root", str(tmp_path), cwd=tmp_path)  # stdout: not a TTY
