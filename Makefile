@@ -43,8 +43,9 @@ demo: $(BIN)/.tumorlab-installed $(DEMO_DATA)/kaggle_3m/data.csv
 	$(BIN)/tumorlab fit --config configs/demo.yaml --data.root $(DEMO_DATA) --run.test_after_fit true
 
 # pytest exits 5 when it collected no test: that is a failure, not a pass.
+# Two worker processes (pytest-xdist), one thread each: 4 min 50 s instead of about 8 min serial on 2 cores.
 test: $(BIN)/.tumorlab-dev-installed
-	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	@OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 # The quick tier for many runs a day: everything but the tests marked slow (DDP, SIGKILL resume, every config),

@@ -142,7 +142,9 @@ def main(argv: list[str] | None = None) -> str:
         [
             "## Pruning CNN9 (LGG tumour / no tumour, 128 px): magnitude vs channel, PyTorch vs ONNX Runtime",
             "",
-            f"`{command}`: {ns.epochs} dense epoch(s) ({ns.checkpoint} checkpoint {run}), "
+            f"`{command}`: "
+            f"{'the dense model of ' + str(ns.run) if ns.run else str(ns.epochs) + ' dense epoch(s)'} "
+            f"({ns.checkpoint} checkpoint {run}), "
             f"{ns.finetune_epochs} fine-tuning epoch(s) per pruned model; "
             f"data {ns.root}; {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs; "
             f"total {time.perf_counter() - start:.0f} s (dense fit: {fit_note}).",
