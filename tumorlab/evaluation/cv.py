@@ -24,7 +24,6 @@ measures how much the model changes with its training patients, not the sampling
 from __future__ import annotations
 
 import csv
-import datetime as _dt
 import json
 import math
 import shlex
@@ -35,6 +34,7 @@ import numpy as np
 import yaml
 
 from tumorlab.errors import ConfigError, TumorlabError
+from tumorlab.runs import new_run_dir
 
 __all__ = [
     "cross_validate",
@@ -160,18 +160,9 @@ def cross_validate(
             raise TumorlabError(f"fold {k} of {folds} failed (exit status {code}, see above); no summary written")
         runs.append(find_fold_run(root, name, k, exclude=before))
     summary = summarise(runs)
-    summary["out"] = str(write_summary(summary, _new_folder(root / f"{name}-cv")))
+    # named and claimed as every run folder is (``<time>_cv``, ``_2`` ... in the same second)
+    summary["out"] = str(write_summary(summary, new_run_dir(root, f"{name}-cv", "cv")))
     return summary
-
-
-def _new_folder(parent: Path) -> Path:
-    """``parent/<date>_<time>_cv``, with ``_2``, ``_3`` ... appended where that exists (as run folders are named)."""
-    base = parent / f"{_dt.datetime.now().strftime('%Y-%m-%d_%H-%M-%S')}_cv"
-    path, k = base, 1
-    while path.exists():
-        k += 1
-        path = base.with_name(f"{base.name}_{k}")
-    return path
 
 
 def _fold_metrics(run: Path) -> dict[str, float]:
