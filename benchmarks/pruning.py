@@ -23,12 +23,13 @@ import argparse
 import csv
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _common import REPO, markdown_table
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -36,13 +37,21 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     default_root = Path(os.environ.get("TUMORLAB_REAL_DATA", "data")) / "lgg-mri-segmentation"
     parser.add_argument("--root", type=Path, default=default_root, help="the LGG download (kaggle_3m inside)")
     parser.add_argument("--epochs", type=int, default=10, help="dense training epochs (default 10)")
-    parser.add_argument("--finetune-epochs", type=int, default=3, help="fine-tuning epochs after pruning")
+    parser.add_argument(
+        "--finetune-epochs", type=int, default=10,
+        help="fine-tuning epochs after pruning (default 10; the best by the run's validation monitor is kept)",
+    )  # fmt: skip
+    parser.add_argument("--finetune-lr", type=float, help="fine-tuning learning rate (default: the run's own)")
     parser.add_argument("--sparsity", type=float, default=0.5, help="fraction pruned (default 0.5)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for latency (default 1)")
     parser.add_argument("--runs", type=int, default=30, help="timed calls per batch size")
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--work", type=Path, help="folder for the runs (default: a temporary folder)")
-    parser.add_argument("--run", type=Path, help="an existing lgg_cnn9 run folder to prune instead of training one")
+    parser.add_argument(
+        "--run", type=Path, nargs="+",
+        help="existing lgg_cnn9 fit run folders to prune instead of training one (e.g. the folds of a CV: the "
+        "accuracy target is judged on their mean)",
+    )  # fmt: skip
     parser.add_argument(
         "--checkpoint", choices=("last", "best"), default="last",
         help="prune the final weights (default) or the run's best checkpoint by val/auroc, which on the few "
@@ -74,38 +83,105 @@ def _row(prune_dir: Path) -> dict:
         return next(csv.DictReader(f))
 
 
-def majority_rate(run_dir: Path) -> float:
+def majority_rate(run_dir: Path) -> tuple[float, int]:
     """The test accuracy of always answering the test split's most frequent class (the bar a model must
-    clear before "accuracy lost by pruning" means anything)."""
+    clear before "accuracy lost by pruning" means anything), and the size of the test split."""
     from tumorlab.evaluation.loading import load_run
 
     dm = load_run(run_dir, weights=False).datamodule
     dm.setup("test")
     counts = dm.class_counts("test")
-    return float(counts.max() / counts.sum())
+    return float(counts.max() / counts.sum()), int(counts.sum())
 
 
-def _targets(magnitude: dict, channel: dict, majority: float) -> list[str]:
-    change = (float(channel["finetuned_acc"]) - float(channel["dense_acc"])) * 100
-    speedup = float(channel["speedup_b1"])
-    dense = float(channel["dense_acc"])
+def _mean_sd(values: list[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):+.1f} ± {sd:.1f}"
+
+
+def _per_model(pairs: list[tuple[str, dict, dict]]) -> str:
+    """One line per dense model: test accuracy and AUROC, dense -> fine-tuned, for both methods."""
+    head = ["dense model", "dense acc", "magnitude acc", "channel acc", "dense AUROC", "magnitude AUROC",
+            "channel AUROC", "channel kept epoch"]  # fmt: skip
+    rows = [
+        [name, f"{float(c['dense_acc']):.4f}", f"{float(m['finetuned_acc']):.4f}", f"{float(c['finetuned_acc']):.4f}",
+         f"{float(c['dense_auroc']):.4f}", f"{float(m['finetuned_auroc']):.4f}", f"{float(c['finetuned_auroc']):.4f}",
+         c["kept_epoch"]]
+        for name, m, c in pairs
+    ]  # fmt: skip
+    return markdown_table(head, rows)
+
+
+def _accuracy_verdict(changes: list[float], limit: float = -1.0) -> str:
+    """``met`` / ``missed`` when the mean change ± 2 standard errors lies wholly above / below ``limit``
+    points; with one model, its change alone (at the grain of one test slice)."""
+    if len(changes) == 1:
+        return "meets at most 1 point lost" if changes[0] >= limit else "misses at most 1 point lost"
+    mean = statistics.fmean(changes)
+    half = 2 * statistics.stdev(changes) / len(changes) ** 0.5
+    span = f"mean ± 2 SE {mean - half:+.1f} to {mean + half:+.1f}"
+    if mean - half >= limit:
+        return f"at most 1 point lost: met ({span})"
+    if mean + half < limit:
+        return f"at most 1 point lost: missed ({span})"
+    return f"at most 1 point lost: not decided ({span} contains -1: more dense models or a larger test split)"
+
+
+def _targets(pairs: list[tuple[str, dict, dict]], majority: float, test_n: int) -> list[str]:
+    """The verdicts, over every dense model: accuracy lost is the mean change in points (one slice of the test
+    split is worth 100 / test_n points, so one model alone cannot resolve 1 point)."""
+
+    def points(rows: list[dict], key: str) -> list[float]:
+        return [(float(r[f"finetuned_{key}"]) - float(r[f"dense_{key}"])) * 100 for r in rows]
+
+    magnitude_rows, channel_rows = [m for _, m, _ in pairs], [c for _, _, c in pairs]
+    acc = {"magnitude": points(magnitude_rows, "acc"), "channel": points(channel_rows, "acc")}
+    auroc = points(channel_rows, "auroc")
+    speedups = [float(c["speedup_b1"]) for _, _, c in pairs]
+    dense = statistics.fmean(float(c["dense_acc"]) for _, _, c in pairs)
     if dense <= majority + 0.01:  # a model no better than the majority class loses nothing worth measuring
         verdict = (
-            f"inconclusive: the dense model ({dense:.4f}) does not beat always answering the majority class "
-            f"({majority:.4f}); train it longer (--epochs) before judging the accuracy lost"
+            f"inconclusive: the dense models ({dense:.4f}) do not beat always answering the majority class "
+            f"({majority:.4f}); train them longer (--epochs) before judging the accuracy lost"
         )
     else:
-        verdict = "meets at most 1 point lost" if change >= -1 else "misses at most 1 point lost"
+        verdict = _accuracy_verdict(acc["channel"])
+    n = len(pairs)
     return [
-        f"- the test split's majority class gives accuracy {majority:.4f}",
-        f"- channel pruning {float(channel['sparsity']):.0%}: batch-1 speed-up {speedup:.2f}× "
-        f"({'meets' if speedup >= 2 else 'misses'} >= 2×); test accuracy {float(channel['dense_acc']):.4f} -> "
-        f"{float(channel['finetuned_acc']):.4f} after fine-tuning, {change:+.1f} points ({verdict})",
-        f"- magnitude pruning {float(magnitude['sparsity']):.0%}: batch-1 speed-up "
-        f"{float(magnitude['speedup_b1']):.2f}× "
-        f"(zeroed weights are still multiplied); test accuracy {float(magnitude['dense_acc']):.4f} -> "
-        f"{float(magnitude['finetuned_acc']):.4f}",
+        f"- the test split holds {test_n} slices (one slice = {100 / test_n:.1f} points); its majority class gives "
+        f"accuracy {majority:.4f}; the dense model{'s' if n > 1 else ''}: mean {dense:.4f}",
+        f"- channel pruning {float(pairs[0][2]['sparsity']):.0%}: batch-1 speed-up "
+        f"{min(speedups):.2f}-{max(speedups):.2f}× ({'meets' if min(speedups) >= 2 else 'misses'} >= 2×); test "
+        f"accuracy change after fine-tuning {_mean_sd(acc['channel'])} points over {n} dense model(s) ({verdict}); "
+        f"AUROC change {_mean_sd(auroc)} points",
+        f"- magnitude pruning {float(pairs[0][1]['sparsity']):.0%}: batch-1 speed-up "
+        f"{float(pairs[0][1]['speedup_b1']):.2f}× (zeroed weights are still multiplied); test accuracy change "
+        f"{_mean_sd(acc['magnitude'])} points",
     ]
+
+
+def _dense_runs(ns: argparse.Namespace, work: Path) -> list[Path]:
+    if ns.run:
+        return list(ns.run)
+    _tumorlab(
+        "fit", "--config", str(REPO / "configs/experiments/lgg_cnn9.yaml"), "--data.root", str(ns.root),
+        "--data.image_size", str(ns.image_size), "--trainer.max_epochs", str(ns.epochs),
+        "--trainer.logger", "false", "--run.root", str(work), "--run.name", "lgg_cnn9",
+    )  # fmt: skip
+    return [_newest(work / "lgg_cnn9", "*_fit")]
+
+
+def _prune_both(run: Path, ns: argparse.Namespace) -> tuple[Path, Path]:
+    """``tumorlab prune`` magnitude then channel on ``run``; their output folders."""
+    common = ["--sparsity", str(ns.sparsity), "--finetune-epochs", str(ns.finetune_epochs)]
+    common += ["--threads", str(ns.threads)]
+    common += ["--finetune-lr", str(ns.finetune_lr)] if ns.finetune_lr else []
+    run_dir = run if run.is_dir() else run.parent.parent
+    folders = []
+    for method in ("magnitude", "channel"):
+        _tumorlab("prune", "--ckpt_path", str(run), "--method", method, *common)
+        folders.append(_newest(run_dir.parent, "*_prune*"))
+    return folders[0], folders[1]
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -116,43 +192,38 @@ def main(argv: list[str] | None = None) -> str:
     os.environ.setdefault("WANDB_MODE", "disabled")
     work = ns.work or Path(tempfile.mkdtemp(prefix="tumorlab_pruning_"))
     start = time.perf_counter()
-    if ns.run is None:
-        _tumorlab(
-            "fit", "--config", str(REPO / "configs/experiments/lgg_cnn9.yaml"), "--data.root", str(ns.root),
-            "--data.image_size", str(ns.image_size), "--trainer.max_epochs", str(ns.epochs),
-            "--trainer.logger", "false", "--run.root", str(work), "--run.name", "lgg_cnn9",
-        )  # fmt: skip
-    run_dir = ns.run or _newest(work / "lgg_cnn9", "*_fit")
-    run = run_dir / "checkpoints" / "last.ckpt" if ns.checkpoint == "last" else run_dir
-    fit_note = f"{time.perf_counter() - start:.0f} s" if ns.run is None else f"reused {ns.run}"
-    common = ["--sparsity", str(ns.sparsity), "--finetune-epochs", str(ns.finetune_epochs)]
-    common += ["--threads", str(ns.threads)]
-    _tumorlab("prune", "--ckpt_path", str(run), "--method", "magnitude", *common)
-    magnitude = _newest(run_dir.parent, "*_prune*")
-    _tumorlab("prune", "--ckpt_path", str(run), "--method", "channel", *common)
-    channel = _newest(run_dir.parent, "*_prune*")
+    run_dirs = _dense_runs(ns, work)
+    fit_note = f"{time.perf_counter() - start:.0f} s" if not ns.run else "reused"
+    runs = [r / "checkpoints" / "last.ckpt" if ns.checkpoint == "last" else r for r in run_dirs]
+    pruned = [_prune_both(run, ns) for run in runs]
+    pairs = [(f"{r.parent.name}/{r.name}", _row(m), _row(c)) for r, (m, c) in zip(run_dirs, pruned, strict=True)]
     from tumorlab.compression.latency import bench_latency
 
     s = f"s{ns.sparsity:.2f}"
+    magnitude, channel = pruned[0]
     table = bench_latency(
-        [run, magnitude / s, channel / s], batch_sizes=(1, 32), n_threads=ns.threads, runs=ns.runs, onnx=True
+        [runs[0], magnitude / s, channel / s], batch_sizes=(1, 32), n_threads=ns.threads, runs=ns.runs, onnx=True
     )
+    majority, test_n = majority_rate(run_dirs[0])
     command = "python benchmarks/pruning.py " + " ".join(argv if argv is not None else sys.argv[1:])
     report = "\n".join(
         [
             "## Pruning CNN9 (LGG tumour / no tumour, 128 px): magnitude vs channel, PyTorch vs ONNX Runtime",
             "",
-            f"`{command}`: "
-            f"{'the dense model of ' + str(ns.run) if ns.run else str(ns.epochs) + ' dense epoch(s)'} "
-            f"({ns.checkpoint} checkpoint {run}), "
-            f"{ns.finetune_epochs} fine-tuning epoch(s) per pruned model; "
-            f"data {ns.root}; {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs; "
+            f"`{command}`: {len(runs)} dense model(s) "
+            f"({'given with --run' if ns.run else str(ns.epochs) + ' epoch(s)'}, {ns.checkpoint} checkpoint), "
+            f"{ns.finetune_epochs} fine-tuning epoch(s) per pruned model, the best kept by the run's validation "
+            f"monitor; data {ns.root}; {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs; "
             f"total {time.perf_counter() - start:.0f} s (dense fit: {fit_note}).",
             "",
-            "### Magnitude pruning (global L1, unstructured)",
+            "### Every dense model: test accuracy and AUROC after pruning 50 % and fine-tuning",
+            "",
+            _per_model(pairs),
+            "",
+            f"### Magnitude pruning (global L1, unstructured) of {pairs[0][0]}",
             "",
             (magnitude / "pruning.md").read_text().split("\n\n", 2)[-1],
-            "### Channel pruning (Torch-Pruning, 50 % of filters)",
+            f"### Channel pruning (Torch-Pruning, {ns.sparsity:.0%} of filters) of {pairs[0][0]}",
             "",
             (channel / "pruning.md").read_text().split("\n\n", 2)[-1],
             "### Latency (speed-up against the dense model in PyTorch)",
@@ -160,7 +231,7 @@ def main(argv: list[str] | None = None) -> str:
             table,
             "### Targets",
             "",
-            *_targets(_row(magnitude), _row(channel), majority_rate(run_dir)),
+            *_targets(pairs, majority, test_n),
             "",
         ]
     )

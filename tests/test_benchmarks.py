@@ -22,6 +22,7 @@ def test_overhead_benchmark_quick(model, tmp_path):
     env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
     out = tmp_path / "overhead.json"
     cmd = [sys.executable, str(REPO / "benchmarks" / "overhead.py"), "--quick", "--model", model, "--out", str(out)]
+    cmd += ["--breakdown"]
     r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "| plain img/s (median) | tumorlab img/s (median) | ratio median" in r.stdout
@@ -33,6 +34,10 @@ def test_overhead_benchmark_quick(model, tmp_path):
     assert only["ratio"] == pytest.approx(only["tumorlab"] / only["plain"])
     assert "not decided" in record["results"]["verdict"]  # one round gives no spread to decide on
     assert record["settings"]["model"] == model and record["versions"]["torch"]
+    # the instrumented run: the optimiser step holds the closure (forward and backward), the step holds all
+    parts = record["results"]["breakdown_ms_per_step"]
+    assert 0 < parts["backward"] < parts["Adam.step (runs the closure)"] <= parts["step (timed window)"] * 1.5
+    assert parts["task.log"] > 0 and parts["task.forward"] > 0
 
 
 def _quick(script: str, tmp_path, *args: str, timeout: int = 300) -> tuple[str, dict]:
@@ -103,6 +108,7 @@ def test_pruning_benchmark_quick(tmp_path, lgg_phantom):
     assert r.returncode == 0, r.stderr[-2000:]
     report = (tmp_path / "pruning.md").read_text()
     assert "channel" in report and "magnitude" in report and "ONNX" in report
+    assert "### Every dense model" in report and "| lgg_cnn9/" in report  # one row per dense model
     # the accuracy target is judged against the majority class of the test split: recount it from the rows
     # that `tumorlab test` writes for the dense run
     dense = next((tmp_path / "work" / "lgg_cnn9").glob("*_fit"))
@@ -111,8 +117,11 @@ def test_pruning_benchmark_quick(tmp_path, lgg_phantom):
     assert test.returncode == 0, test.stderr[-2000:]
     with next(dense.parent.glob("*_test")).joinpath("predictions.csv").open() as f:
         counts = Counter(row["true_class"] for row in csv.DictReader(f))
-    majority = max(counts.values()) / sum(counts.values())
-    assert f"the test split's majority class gives accuracy {majority:.4f}" in report
+    majority, n = max(counts.values()) / sum(counts.values()), sum(counts.values())
+    assert (
+        f"the test split holds {n} slices (one slice = {100 / n:.1f} points); its majority class gives "
+        f"accuracy {majority:.4f}" in report
+    )
 
 
 @pytest.mark.slow

@@ -224,9 +224,39 @@ def test_channel_pruned_run_works_with_test_predict_cam_and_export(cnn9_run, cli
     assert (tmp_path / "pruned.onnx").stat().st_size > 0
 
 
+def _val_score(run: Path) -> tuple[str, float]:
+    """The run's monitored validation metric, recomputed with a Trainer of the run's own batch limits."""
+    from lightning.pytorch import Trainer
+
+    loaded = load_run(run)
+    limit = loaded.config["trainer"].get("limit_val_batches") or 1.0
+    trainer = Trainer(logger=False, enable_progress_bar=False, limit_val_batches=limit, accelerator="cpu")
+    (metrics,) = trainer.validate(loaded.task, datamodule=loaded.datamodule, verbose=False)
+    return loaded.task.monitor, float(metrics[loaded.task.monitor])
+
+
+@pytest.mark.slow
+def test_finetuning_keeps_the_best_validation_epoch(cnn9_run, cli):
+    args = ["prune", "--ckpt_path", str(cnn9_run), "--sparsity", "0.5", "--method", "channel"]
+    assert cli(*args, "--finetune-epochs", "0").returncode == 0
+    _, untuned = _val_score(_prune_folder(cnn9_run) / "s0.50")
+    result = cli(*args, "--finetune-epochs", "3", "--finetune-lr", "0.01")
+    assert result.returncode == 0, result.stderr
+    folder = _prune_folder(cnn9_run)
+    (row,) = _rows(folder)
+    monitor, kept = _val_score(folder / "s0.50")
+    assert monitor == "val/auroc" and 0 <= int(row["kept_epoch"]) <= 3
+    assert float(row["kept_val"]) == pytest.approx(kept, abs=1e-5)  # the saved model is the one it chose
+    assert kept >= untuned - 1e-6  # never worse on validation than not fine-tuning at all
+    assert "learning rate 0.01" in (folder / "pruning.md").read_text()
+    assert json.loads((folder / "run.json").read_text())["argv"][-2:] == ["--finetune-lr", "0.01"]
+
+
 def test_prune_command_refuses_bad_input(cnn9_run, cli, tmp_path):
     result = cli("prune", "--ckpt_path", str(cnn9_run), "--sparsity", "1.0")
     assert result.returncode == 2 and "[0, 1)" in result.stderr
+    result = cli("prune", "--ckpt_path", str(cnn9_run), "--sparsity", "0.5", "--finetune-lr", "0")
+    assert result.returncode == 2 and "--finetune-lr" in result.stderr
     # a checkpoint of another model: the config says width 8, this copy says 16
     other = tmp_path / "other"
     shutil.copytree(cnn9_run, other)

@@ -31,6 +31,7 @@ def _prune(ns: argparse.Namespace) -> int:
         method=ns.method,
         iterative=ns.iterative,
         finetune_epochs=ns.finetune_epochs,
+        finetune_lr=ns.finetune_lr,
         n_threads=ns.threads,
         argv=_prune_argv(ns),
     )
@@ -42,6 +43,7 @@ def _prune_argv(ns: argparse.Namespace) -> list[str]:
     """The prune command line as parsed (for run.json; ``sys.argv`` is another program's in-process)."""
     argv = ["prune", "--ckpt_path", str(ns.ckpt_path), "--sparsity", *map(str, ns.sparsity), "--method", ns.method]
     argv += ["--finetune-epochs", str(ns.finetune_epochs), "--threads", str(ns.threads)]
+    argv += [] if ns.finetune_lr is None else ["--finetune-lr", str(ns.finetune_lr)]
     return argv + (["--iterative"] if ns.iterative else [])
 
 
@@ -102,7 +104,16 @@ def _add_compression_commands(sub) -> None:
         "channel: remove filters with Torch-Pruning (smaller and faster)",
     )
     prune.add_argument("--iterative", action="store_true", help="prune step by step through the sparsities")
-    prune.add_argument("--finetune-epochs", type=int, default=1, help="fine-tuning epochs after each step (default 1)")
+    prune.add_argument(
+        "--finetune-epochs",
+        type=int,
+        default=1,
+        help="fine-tuning epochs after each step (default 1); the best epoch by the run's model.monitor on the "
+        "validation split is kept",
+    )
+    prune.add_argument(
+        "--finetune-lr", type=float, help="learning rate while fine-tuning (default: the run's own optimiser's)"
+    )
     prune.add_argument("--threads", type=int, default=1, help="CPU threads for the latency column (default 1)")
     prune.set_defaults(func=_prune)
 
