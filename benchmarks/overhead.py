@@ -20,6 +20,7 @@ between rounds on a shared machine. The full CNN9 benchmark takes about 45 min, 
 
     python benchmarks/overhead.py --model cnn9 --out benchmarks/results/overhead_cnn9.json
     python benchmarks/overhead.py --model unet --out benchmarks/results/overhead_unet.json
+    python benchmarks/overhead.py --model unet --rounds 0 --steps 60 --breakdown   # where a step's time goes
     python benchmarks/overhead.py --quick          # a few steps at 32 px: the test that keeps this script working
 """
 
@@ -131,7 +132,9 @@ def tumorlab_run(model: str, size: int, batch: int, warmup: int, steps: int, roo
     )
     args = ["fit", *net, "--data", "__main__.MemoryData", f"--data.n={n}", f"--data.size={size}"]
     args += [f"--data.batch_size={batch}", f"--trainer.max_steps={warmup + steps}", "--trainer.accelerator=cpu"]
-    args += ["--trainer.limit_val_batches=1", "--trainer.num_sanity_val_steps=0", "--run.root", root]
+    # one validation batch after the timed steps ("1" would parse as the fraction 1.0, every batch)
+    args += [f"--trainer.limit_val_batches={1.5 / (warmup + steps)}", "--trainer.num_sanity_val_steps=0"]
+    args += ["--run.root", root]
     args += ["--trainer.callbacks+=__main__.StepTimer", f"--trainer.callbacks.warmup={warmup}"]
     _TIMES.clear()
     if main(args) != 0:
@@ -172,6 +175,61 @@ def plain_run(model: str, size: int, batch: int, warmup: int, steps: int) -> flo
 
 TARGET = 0.98
 
+# What a tumorlab training step does beyond the plain loop's forward, loss, backward and Adam step: the task's
+# metric updates and logging calls, and the callbacks' per-batch hooks.
+_TIMED = {
+    "task": ("_update_class_metrics", "_update_seg_metrics", "losses", "log", "log_dict"),
+    "callbacks": ("on_train_batch_start", "on_train_batch_end", "on_before_optimizer_step", "on_after_backward"),
+}
+
+
+def _timed(owner: type, name: str, label: str, totals: dict, patched: list) -> None:
+    """Wrap ``owner.name`` so that its wall time adds up in ``totals[label]``; ``patched`` records how to undo it."""
+    original = getattr(owner, name)
+    patched.append((owner, name, original if name in owner.__dict__ else None))
+
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            totals[label] = totals.get(label, 0.0) + time.perf_counter() - start
+
+    setattr(owner, name, wrapper)
+
+
+def breakdown(ns: argparse.Namespace, size: int) -> dict[str, float]:
+    """Milliseconds per training step of one instrumented ``tumorlab fit``: forward, backward, the optimiser,
+    and each piece of tumorlab's own per-step work. The numbers are inclusive (``log_dict`` calls ``log``, the
+    optimiser step runs the closure: forward and backward) and count the warm-up steps too."""
+    from tumorlab import callbacks
+    from tumorlab.tasks import ClassificationTask, MultiTaskTask
+
+    task = ClassificationTask if ns.model == "cnn9" else MultiTaskTask
+    totals: dict[str, float] = {}
+    patched: list = []
+    for name in ("forward", *_TIMED["task"]):
+        if hasattr(task, name):
+            _timed(task, name, f"task.{name}", totals, patched)
+    _timed(torch.Tensor, "backward", "backward", totals, patched)
+    _timed(torch.optim.Adam, "step", "Adam.step (runs the closure)", totals, patched)
+    for name in _TIMED["callbacks"]:
+        if name in callbacks.FiniteGuard.__dict__:
+            _timed(callbacks.FiniteGuard, name, f"FiniteGuard.{name}", totals, patched)
+    try:
+        with tempfile.TemporaryDirectory() as root:
+            speed = tumorlab_run(ns.model, size, ns.batch, ns.warmup, ns.steps, root)
+    finally:
+        for owner, name, original in reversed(patched):
+            if original is None:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, original)
+    steps = ns.warmup + ns.steps
+    per_step = {k: v / steps * 1000 for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
+    per_step["step (timed window)"] = ns.batch / speed * 1000
+    return per_step
+
 
 def verdict(q1: float, q3: float, rounds: int, target: float = TARGET) -> str:
     """``met`` / ``missed`` when the interquartile range of 4 or more rounds lies above / below ``target``."""
@@ -207,23 +265,8 @@ def measure(ns: argparse.Namespace, size: int) -> list[dict]:
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", choices=("cnn9", "unet"), default="cnn9")
-    parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds (default 6)")
-    parser.add_argument("--steps", type=int, default=150, help="timed optimiser steps per run (default 150)")
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--size", type=int, help="image side (default: 128 for cnn9, 64 for unet)")
-    parser.add_argument("--quick", action="store_true", help="1 round of 2 steps at 32 px, batch 4")
-    parser.add_argument("--out", help="write the per-round results and the summary as JSON to this file")
-    parser.add_argument("--doc", help="append the result table to this Markdown file under its section")
-    ns = parser.parse_args()
-    if ns.quick:
-        ns.rounds, ns.steps, ns.warmup, ns.batch, ns.size = 1, 2, 1, 4, 32
-    size = ns.size or (128 if ns.model == "cnn9" else 64)
-    os.environ.setdefault("WANDB_MODE", "offline")
-    rows = measure(ns, size)
+def _ratio_table(ns: argparse.Namespace, size: int, rows: list[dict]) -> tuple[list[str], dict]:
+    """The Markdown lines of the interleaved rounds and their summary for the JSON file."""
     ratios = [r["ratio"] for r in rows]
     ratio = spread(ratios)
     name = "CNN9" if ns.model == "cnn9" else "U-Net (ResNet-18 encoder, depth 4) multi-task"
@@ -237,9 +280,38 @@ def main() -> None:
         f"| {statistics.median(r['plain'] for r in rows):.1f} | {statistics.median(r['tumorlab'] for r in rows):.1f} "
         f"| {ratio['median']:.3f} | {ratio['min']:.3f}-{ratio['max']:.3f} | {ratio['q1']:.3f}-{ratio['q3']:.3f} |",
     ]
+    return table, {"ratio": ratio, "verdict": verdict(ratio["q1"], ratio["q3"], ns.rounds), "rounds": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=("cnn9", "unet"), default="cnn9")
+    parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds (default 6; 0 with --breakdown)")
+    parser.add_argument("--steps", type=int, default=150, help="timed optimiser steps per run (default 150)")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--size", type=int, help="image side (default: 128 for cnn9, 64 for unet)")
+    parser.add_argument("--quick", action="store_true", help="1 round of 2 steps at 32 px, batch 4")
+    parser.add_argument("--out", help="write the per-round results and the summary as JSON to this file")
+    parser.add_argument("--doc", help="append the result table to this Markdown file under its section")
+    parser.add_argument(
+        "--breakdown", action="store_true",
+        help="also run one instrumented tumorlab fit and print milliseconds per step of forward, backward, the "
+        "optimiser and each piece of tumorlab's per-step work (metric updates, logging, callback hooks)",
+    )  # fmt: skip
+    ns = parser.parse_args()
+    if ns.quick:
+        ns.rounds, ns.steps, ns.warmup, ns.batch, ns.size = 1, 2, 1, 4, 32
+    size = ns.size or (128 if ns.model == "cnn9" else 64)
+    os.environ.setdefault("WANDB_MODE", "offline")
+    rows = measure(ns, size)
     settings = {"model": ns.model, "size": size, "batch": ns.batch, "steps": ns.steps, "warmup": ns.warmup}
     settings["rounds"] = ns.rounds
-    summary = {"ratio": ratio, "verdict": verdict(ratio["q1"], ratio["q3"], ns.rounds), "rounds": rows}
+    table, summary = _ratio_table(ns, size, rows) if rows else ([], {})
+    if ns.breakdown:
+        summary["breakdown_ms_per_step"] = parts = breakdown(ns, size)
+        lines = ["| per training step | ms |", "|---|---|", *(f"| {k} | {v:.2f} |" for k, v in parts.items())]
+        table = lines + (["", *table] if table else [])
     write_json(ns.out, f"overhead_{ns.model}", settings, summary)
     print("\n".join(table))
     if ns.doc:

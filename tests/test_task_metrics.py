@@ -122,3 +122,39 @@ def test_a_class_missing_from_a_split_is_reported_once_not_hidden_as_auroc_0(cap
     assert "so is the monitor val/auroc" in err
     task._warn_missing_classes("test", torch.tensor([[5, 1], [2, 3]]), ["no_tumour", "tumour"])
     assert capsys.readouterr().err == ""  # both classes present: nothing to say
+
+
+def test_epoch_metrics_count_every_batch_of_the_epoch(tmp_path):
+    """Metric objects are logged once per epoch (not at every step): the epoch values must still be those of
+    all the epoch's batches (accuracy and pooled Dice recomputed from everything the task scored)."""
+    dm = ShapesDataModule(num_classes=2, n=24, batch_size=8)
+    net = UNetWithClassifier("resnet18", encoder_depth=3, decoder_channels=(16, 8, 4), num_classes=2)
+    task = MultiTaskTask(net)
+    seen: dict[tuple[str, int], list] = {}
+    update_class, update_seg = task._update_class_metrics, task._update_seg_metrics
+
+    def record(split: str, what: str, *tensors) -> None:
+        if not task.trainer.sanity_checking:
+            key = (split, what, task.trainer.current_epoch)
+            seen.setdefault(key, []).append([t.detach().clone() for t in tensors])
+
+    def class_spy(split, logits, labels):
+        record(split, "class", logits.softmax(1)[:, 1], labels)
+        update_class(split, logits, labels)
+
+    def seg_spy(split, mask_logits, batch):
+        record(split, "seg", mask_logits > 0, batch["mask"] > 0)
+        update_seg(split, mask_logits, batch)
+
+    task._update_class_metrics, task._update_seg_metrics = class_spy, seg_spy
+    trainer = quiet_trainer(tmp_path, max_epochs=2, num_sanity_val_steps=1)
+    trainer.fit(task, dm)
+    logged = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    for split in ("train", "val"):
+        probs, labels = (torch.cat(x) for x in zip(*seen[(split, "class", 1)], strict=True))
+        preds, masks = (torch.cat(x) for x in zip(*seen[(split, "seg", 1)], strict=True))
+        assert len(labels) == 24  # the whole of the last epoch, nothing of the first
+        acc = float(((probs > 0.5).long() == labels).float().mean())
+        inter, total = float((preds & masks).sum()), float(preds.sum() + masks.sum())
+        assert logged[f"{split}/acc"] == pytest.approx(acc, abs=1e-6), split
+        assert logged[f"{split}/dice"] == pytest.approx(2 * inter / total if total else 1.0, abs=1e-5), split

@@ -85,7 +85,8 @@ class ClassMetricsMixin:
         probs = logits.detach().float().softmax(dim=1)
         metrics = self.class_metrics[split_key(split)]
         metrics.update(probs[:, 1] if self.num_classes == 2 else probs, labels)
-        self.log_dict(metrics, batch_size=labels.shape[0], on_step=False, on_epoch=True, prog_bar=split == "val")
+        if self._log_objects_once(split, "class"):
+            self.log_dict(metrics, batch_size=labels.shape[0], on_step=False, on_epoch=True, prog_bar=split == "val")
         if split != "train":
             self.per_class[split_key(split)].update(probs, labels)
             self.confusion[split_key(split)].update(probs, labels)
@@ -168,8 +169,10 @@ class SegMetricsMixin:
         pred, target = (mask_logits.detach() > 0).long(), batch["mask"].long()
         metrics = self.seg_metrics[split_key(split)]
         metrics.update(pred, target)
-        self.log_dict(metrics, batch_size=n, on_step=False, on_epoch=True, prog_bar=split == "val")
+        if self._log_objects_once(split, "seg"):
+            self.log_dict(metrics, batch_size=n, on_step=False, on_epoch=True, prog_bar=split == "val")
         if "patient" in batch:
             volume = self.volume_dice[split_key(split)]
             volume.update(pred, target, batch["patient"])
-            self.log(f"{split}/dice_volume", volume, batch_size=n, on_step=False, on_epoch=True)
+            if self._log_objects_once(split, "volume"):
+                self.log(f"{split}/dice_volume", volume, batch_size=n, on_step=False, on_epoch=True)
