@@ -64,6 +64,10 @@ bench: $(BIN)/.tumorlab-installed $(DEMO_DATA)/kaggle_3m/data.csv
 	$(BIN)/python benchmarks/startup.py --out $(BENCH_OUT)/startup.json
 	$(BIN)/python benchmarks/overhead.py --model cnn9 --out $(BENCH_OUT)/overhead_cnn9.json
 	$(BIN)/python benchmarks/overhead.py --model unet --out $(BENCH_OUT)/overhead_unet.json
+	$(BIN)/python benchmarks/overhead.py --model unet --rounds 0 --steps 60 --breakdown \
+		--out $(BENCH_OUT)/overhead_breakdown_unet.json
+	$(BIN)/python benchmarks/overhead.py --model cnn9 --rounds 0 --steps 60 --breakdown \
+		--out $(BENCH_OUT)/overhead_breakdown_cnn9.json
 	$(BIN)/python benchmarks/data_loading.py --root $(REAL_DATA)/brain-tumor-classification/Training \
 		--lgg-root $(REAL_DATA)/lgg-mri-segmentation --out $(BENCH_OUT)/data_loading.json
 	$(BIN)/python benchmarks/memory.py --root $(REAL_DATA)/lgg-mri-segmentation \

@@ -151,3 +151,23 @@ def test_results_quick_reports_what_the_runs_measured(tmp_path, lgg_phantom, fol
     grouped, random = (run["record"]["test_metrics"]["acc"] for run in results["mri4"]["runs"])
     assert f"smallcnn {100 * (random - grouped):+.1f}" in text
     assert "--quick run: pipeline check only" in text and "## pruning\n\nNot run yet" in text
+
+
+def test_results_prunes_the_newest_cnn9_fit_of_every_fold(tmp_path, monkeypatch):
+    """make results' pruning stage takes the lgg stage's CNN9 fold models (the newest fit of each fold)."""
+    import argparse
+    import time
+
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import results
+
+    cv = tmp_path / "results_lgg_cnn9-cv"
+    for fold, names in (("fold0", ["2026-01-01_10-00-00_fit", "2026-01-01_11-00-00_fit"]), ("fold1", ["a_fit"])):
+        for name in names:
+            (cv / fold / name).mkdir(parents=True)
+            time.sleep(0.01)  # newest by modification time
+    (cv / "fold2").mkdir()  # a fold without a fit yet: skipped
+    ns = argparse.Namespace(work=tmp_path, pruning_run=None)
+    assert results._dense_cnn9_runs(ns) == [cv / "fold0" / "2026-01-01_11-00-00_fit", cv / "fold1" / "a_fit"]
+    assert results._dense_cnn9_runs(argparse.Namespace(work=tmp_path / "none", pruning_run=None)) == []
+    assert results._dense_cnn9_runs(argparse.Namespace(work=tmp_path, pruning_run=Path("x"))) == [Path("x")]
