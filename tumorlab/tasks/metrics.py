@@ -103,9 +103,9 @@ def segmentation_metrics() -> MetricCollection:
     return MetricCollection(
         {
             "dice": dice,
-            # No per-batch input validation: it runs torch.unique over every pixel of the batch (for the U-Net at
-            # 64 px, batch 32, about 7 % of a CPU training step). The inputs are `logits > 0` and masks that the
-            # data layer has already checked to hold two values (tumorlab.data.checks).
+            # No per-batch input validation: it runs torch.unique over every pixel of the batch, milliseconds per
+            # step on the CPU (docs/benchmarks.md, framework overhead). The inputs are `logits > 0` and masks that
+            # the data layer has already read as 0/1 (tumorlab.data.io.read_mask refuses any other mask).
             "iou": BinaryJaccardIndex(validate_args=False),
         }
     )
