@@ -78,7 +78,7 @@ def test_ctrl_c_during_a_checkpoint_write_lets_the_write_finish_then_interrupts(
     real_save = torch.save
 
     def interrupted_save(obj, f, *args, **kwargs):
-        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C arrives while the file is being written
+        signal.raise_signal(signal.SIGINT)  # Ctrl-C arrives (in this thread) while the file is being written
         return real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", interrupted_save)
