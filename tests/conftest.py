@@ -96,6 +96,20 @@ def only_run_dir(root: Path, name: str) -> Path:
     return run_dir
 
 
+@pytest.fixture(autouse=True)
+def _sigint_handler_restored(request):
+    """Give every test Python's own SIGINT handler back: a Lightning fit interrupted in this process leaves
+    SIGINT ignored, which would silently disarm a later test's Ctrl-C. Says which test left it changed."""
+    import signal
+    import warnings
+
+    before = signal.getsignal(signal.SIGINT)
+    yield
+    if signal.getsignal(signal.SIGINT) is not before:
+        warnings.warn(f"{request.node.nodeid} left the SIGINT handler changed; restored", stacklevel=1)
+        signal.signal(signal.SIGINT, before)
+
+
 @pytest.fixture
 def cli(capsys, monkeypatch):
     """Run ``tumorlab`` in this process (``tumorlab.cli.main``), as ``run_cli`` does in a subprocess.
