@@ -98,8 +98,9 @@ def only_run_dir(root: Path, name: str) -> Path:
 
 @pytest.fixture(autouse=True)
 def _sigint_handler_restored(request):
-    """Give every test Python's own SIGINT handler back: a Lightning fit interrupted in this process leaves
-    SIGINT ignored, which would silently disarm a later test's Ctrl-C. Says which test left it changed."""
+    """Give every test the SIGINT handler it started with: a test that sets one (the Ctrl-C tests set Python's
+    own, since a process started in the background inherits SIGINT ignored, and a Lightning fit interrupted in
+    this process leaves it ignored) must not change what the next test finds. Says which test changed it."""
     import signal
     import warnings
 

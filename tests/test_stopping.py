@@ -75,6 +75,8 @@ def test_ctrl_c_during_a_checkpoint_write_lets_the_write_finish_then_interrupts(
     file; the atomic writer holds SIGINT back until the file is complete and renamed."""
     from tumorlab.callbacks import AtomicCheckpointIO
 
+    # Python's handler, as in a terminal; a test process started in the background inherits SIGINT ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     real_save = torch.save
 
     def interrupted_save(obj, f, *args, **kwargs):

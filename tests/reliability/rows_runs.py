@@ -312,8 +312,8 @@ def _(ctx: Ctx) -> None:
             signal.raise_signal(signal.SIGINT)  # to this (the main) thread: os.kill may reach another one
 
     ctx.monkeypatch.setattr(FiniteGuard, "on_train_batch_end", press_ctrl_c)
-    # A user's process starts with Python's handler; a Lightning fit interrupted earlier in this (test) process
-    # leaves SIGINT ignored, and then the Ctrl-C below would do nothing.
+    # A user's process in a terminal has Python's handler; a test process started in the background inherits
+    # SIGINT ignored (POSIX shells), and then the Ctrl-C below would do nothing.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         r = ctx.cli(*_shapes_fit(ctx, "--trainer.max_epochs", "5", "--run.name", "stop"))
