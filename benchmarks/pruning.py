@@ -171,12 +171,11 @@ def _dense_runs(ns: argparse.Namespace, work: Path) -> list[Path]:
     return [_newest(work / "lgg_cnn9", "*_fit")]
 
 
-def _prune_both(run: Path, ns: argparse.Namespace) -> tuple[Path, Path]:
-    """``tumorlab prune`` magnitude then channel on ``run``; their output folders."""
+def _prune_both(run: Path, run_dir: Path, ns: argparse.Namespace) -> tuple[Path, Path]:
+    """``tumorlab prune`` magnitude then channel on ``run`` (``run_dir`` or a checkpoint in it); their folders."""
     common = ["--sparsity", str(ns.sparsity), "--finetune-epochs", str(ns.finetune_epochs)]
     common += ["--threads", str(ns.threads)]
     common += ["--finetune-lr", str(ns.finetune_lr)] if ns.finetune_lr else []
-    run_dir = run if run.is_dir() else run.parent.parent
     folders = []
     for method in ("magnitude", "channel"):
         _tumorlab("prune", "--ckpt_path", str(run), "--method", method, *common)
@@ -195,7 +194,7 @@ def main(argv: list[str] | None = None) -> str:
     run_dirs = _dense_runs(ns, work)
     fit_note = f"{time.perf_counter() - start:.0f} s" if not ns.run else "reused"
     runs = [r / "checkpoints" / "last.ckpt" if ns.checkpoint == "last" else r for r in run_dirs]
-    pruned = [_prune_both(run, ns) for run in runs]
+    pruned = [_prune_both(run, run_dir, ns) for run, run_dir in zip(runs, run_dirs, strict=True)]
     pairs = [(f"{r.parent.name}/{r.name}", _row(m), _row(c)) for r, (m, c) in zip(run_dirs, pruned, strict=True)]
     from tumorlab.compression.latency import bench_latency
 
