@@ -228,7 +228,7 @@ def test_audit_of_the_real_lgg_folder(real_data, tmp_path, cli):
     root = real_data / "lgg-mri-segmentation"
     report = _audit_json(cli, root, tmp_path)
     slices, empty, per_patient = _mask_facts(root / "kaggle_3m")  # the copy the loader reads
-    assert (slices, empty, len(per_patient)) == (378, 378 - 129, 12)
+    assert (slices, empty, len(per_patient)) == (1229, 1229 - 462, 36)
     assert report["masks"]["per_patient"] == per_patient
     assert (report["masks"]["slices"], report["masks"]["empty"]) == (slices, empty)
     _check_split_counts(report)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -97,9 +98,12 @@ def test_real_lgg_sample(real_data):
     root = real_data / "lgg-mri-segmentation"
     slices = scan_kaggle_3m(root)
     patients = sorted({s.patient for s in slices})
-    assert len(patients) == 12
-    assert len(slices) == 378
-    assert sum(int(read_mask(s.mask).any()) for s in slices) == 129
+    # the shared sample: 36 patients, 1,229 slices, 462 with tumour (../shared/data/README.md)
+    assert len(patients) == 36
+    assert len(slices) == 1229
+    assert sum(int(read_mask(s.mask).any()) for s in slices) == 462
+    sites = Counter(p.split("_")[1] for p in patients)  # TCGA_<institution>_<patient>
+    assert sites == {"CS": 6, "DU": 14, "EZ": 1, "FG": 5, "HT": 10}
     # numeric, not textual, slice order; patient ids are the keys of data.csv
     first = [s.index for s in slices if s.patient == patients[0]]
     assert first == list(range(1, len(first) + 1))
@@ -108,7 +112,7 @@ def test_real_lgg_sample(real_data):
     dm = LGGDataModule(str(root), image_size=64, batch_size=8, num_workers=0)
     dm.setup("fit")
     sizes = {k: len(dm.split_patients(k)) for k in ("train", "val", "test")}
-    assert sum(sizes.values()) == 12 and min(sizes.values()) >= 1
+    assert sum(sizes.values()) == 36 and min(sizes.values()) >= 3
     batch = next(iter(dm.val_dataloader()))
     assert batch["image"].shape == (8, 3, 64, 64)
 
@@ -167,11 +171,11 @@ def test_real_lgg_folds_are_stratified_by_tumour_burden(real_data):
     root = real_data / "lgg-mri-segmentation"
     dm = LGGDataModule(str(root), num_folds=3, image_size=32, cache="none", num_workers=0)
     dm.setup()
-    assert int(dm.labels.sum()) == 129 and len(dm.metadata) == 12
+    assert int(dm.labels.sum()) == 462 and len(dm.metadata) == 36
     strata = dm.strata(dm.labels, dm.keep)
-    assert set(strata.tolist()) == {0, 1}  # 12 patients: below / above the median burden
+    assert set(strata.tolist()) == {0, 1, 2}  # 36 patients: tertiles of the burden
     per_patient = {s.patient: int(b) for s, b in zip(dm.samples, strata, strict=True)}
+    assert sorted(Counter(per_patient.values()).values()) == [12, 12, 12]
     for name in ("train", "val", "test"):
         bins = [per_patient[p] for p in dm.split_patients(name)]
-        if len(bins) >= 2:
-            assert 0 < sum(bins) < len(bins), (name, bins)  # both halves of the burden range are represented
+        assert len(bins) >= 3 and set(bins) == {0, 1, 2}, (name, bins)  # every tertile in every split
