@@ -56,7 +56,7 @@ def fit_args(model: str, root: str, work: str, size: int, batch: int, steps: int
 
 def fits(root: str, quick: bool, steps: int) -> list[dict]:
     """Peak RSS of the bare imports, then of one CNN9 and one U-Net fit."""
-    imports = "import torch, lightning.pytorch, tumorlab.lightning_cli"
+    imports = "import torch, lightning.pytorch, tumorlab.cli.lightning"
     rows = [
         {
             "run": "imports only (torch, Lightning, tumorlab CLI)",

@@ -113,7 +113,7 @@ class StepTimer(Callback):
 
 def tumorlab_run(model: str, size: int, batch: int, warmup: int, steps: int, root: str) -> float:
     """Images/s of the timed steps of ``tumorlab fit``."""
-    from tumorlab.cli import main
+    from tumorlab.cli.main import main
 
     n = batch * (warmup + steps)  # one epoch holds every step: no validation inside the timed window
     net = (

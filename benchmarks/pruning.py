@@ -66,7 +66,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _tumorlab(*args: str) -> None:
-    from tumorlab.cli import main
+    from tumorlab.cli.main import main
 
     code = main(list(args))
     if code:
@@ -86,7 +86,7 @@ def _row(prune_dir: Path) -> dict:
 def majority_rate(run_dir: Path) -> tuple[float, int]:
     """The test accuracy of always answering the test split's most frequent class (the bar a model must
     clear before "accuracy lost by pruning" means anything), and the size of the test split."""
-    from tumorlab.evaluation.loading import load_run
+    from tumorlab.runs.load import load_run
 
     dm = load_run(run_dir, weights=False).datamodule
     dm.setup("test")

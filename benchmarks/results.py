@@ -193,8 +193,8 @@ def leak_check(run: Path) -> dict:
     import tempfile
 
     from tumorlab.data.duplicates import DEFAULT_NEAR_THRESHOLD
-    from tumorlab.evaluation.loading import load_run
     from tumorlab.evaluation.nearcopies import hashes_of_files, near_copies, read_train_hashes, write_train_hashes
+    from tumorlab.runs.load import load_run
 
     dm = load_run(run, weights=False).datamodule
     dm.setup("fit")

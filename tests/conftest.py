@@ -113,14 +113,14 @@ def _sigint_handler_restored(request):
 
 @pytest.fixture
 def cli(capsys, monkeypatch):
-    """Run ``tumorlab`` in this process (``tumorlab.cli.main``), as ``run_cli`` does in a subprocess.
+    """Run ``tumorlab`` in this process (``tumorlab.cli.main.main``), as ``run_cli`` does in a subprocess.
 
     Returns an object with ``returncode``, ``stdout`` and ``stderr``; ``cwd`` changes directory for the call.
     Use it wherever a separate process shows nothing more (exit codes of a killed process, DDP, imports).
     """
     from types import SimpleNamespace
 
-    from tumorlab.cli import main
+    from tumorlab.cli.main import main
 
     monkeypatch.setenv("WANDB_MODE", "offline")
 

@@ -239,7 +239,7 @@ def test_audit_reads_the_data_without_importing_lightning(lgg_phantom, tmp_path)
     """The audit uses the DataModules' own classes (tumorlab.data.LGGData ...), not Lightning's: it starts in
     about half the time of a command that imports Lightning."""
     code = (
-        "import contextlib, io, sys\nfrom tumorlab.cli import main\nout = io.StringIO()\n"
+        "import contextlib, io, sys\nfrom tumorlab.cli.main import main\nout = io.StringIO()\n"
         f"with contextlib.redirect_stdout(out):\n    code = main(['audit', {str(lgg_phantom)!r}, '--json'])\n"
         f"open({str(tmp_path / 'audit.json')!r}, 'w').write(out.getvalue())\n"
         "print(code, sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning')))"

@@ -12,7 +12,6 @@ import torch
 
 from tests.conftest import FAST_TRAINER, REPO, TINY_UNET, only_run_dir
 from tumorlab.evaluation.cam import ClassLogits, cam_extractor, compute_cams, load_item, run_preprocessing
-from tumorlab.evaluation.loading import load_run
 from tumorlab.evaluation.localisation import (
     dilate,
     energy_share,
@@ -23,6 +22,7 @@ from tumorlab.evaluation.localisation import (
     top_region,
 )
 from tumorlab.models import CNN9, ResNet3, SmallCNN, TimmClassifier, UNetWithClassifier
+from tumorlab.runs.load import load_run
 
 # --- localisation scores against hand computations -------------------------------------------------------------
 
@@ -121,7 +121,7 @@ def test_score_cam_runs_on_a_small_network():
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory, lgg_phantom):
     """CNN9 after two batches at 32 px (about 1 s): a run to draw overlays of, not one that has learnt much."""
-    from tumorlab.cli import main
+    from tumorlab.cli.main import main
 
     root = tmp_path_factory.mktemp("cam_quick")
     config = str(REPO / "configs/experiments/lgg_cnn9.yaml")
@@ -134,7 +134,7 @@ def quick_run(tmp_path_factory, lgg_phantom):
 @pytest.fixture(scope="module")
 def cnn9_run(tmp_path_factory, lgg_phantom):
     """CNN9 trained on the phantom at 64 px for 10 short epochs (about 10 s): enough to find the tumours."""
-    from tumorlab.cli import main
+    from tumorlab.cli.main import main
 
     root = tmp_path_factory.mktemp("cam_runs")
     code = main(

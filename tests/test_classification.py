@@ -77,7 +77,7 @@ def test_every_architecture_has_a_model_shorthand():
 
     import tumorlab.models as models
     import tumorlab.tasks as tasks
-    from tumorlab.cli import expand_model_shorthand
+    from tumorlab.cli.config import expand_model_shorthand
 
     nets = [getattr(models, n) for n in models.__all__]
     nets = [c for c in nets if isinstance(c, type) and issubclass(c, models.TumorNet) and c is not models.TumorNet]
@@ -119,7 +119,7 @@ BAD_INPUT = {
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUT))
 def test_bad_input_stops_before_training_with_one_line(case, lgg_phantom, tmp_path, capsys):
-    from tumorlab.cli import main
+    from tumorlab.cli.main import main
 
     args, message = BAD_INPUT[case]
     message = message() if callable(message) else message

@@ -14,7 +14,7 @@ import yaml
 from sklearn.metrics import roc_auc_score
 
 from tests.conftest import REPO, TINY_UNET, run_cli
-from tumorlab.cli import expand_model_shorthand
+from tumorlab.cli.config import expand_model_shorthand
 from tumorlab.data.io import read_mask
 
 DEMO = str(REPO / "configs" / "demo.yaml")
@@ -27,7 +27,7 @@ def test_help_lists_every_command_without_heavy_imports(tmp_path):
     for command in ("fit", "validate", "test", "predict", "synth", "audit"):
         assert command in result.stdout
     probe = (
-        "import sys; from tumorlab.cli import build_parser; build_parser(); "
+        "import sys; from tumorlab.cli.main import build_parser; build_parser(); "
         "print(sorted(m for m in ('torch', 'lightning', 'timm', 'segmentation_models_pytorch', 'wandb') "
         "if m in sys.modules))"
     )

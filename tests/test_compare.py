@@ -12,7 +12,7 @@ import yaml
 
 from tests.conftest import FAST_TRAINER, REPO
 from tests.test_report import assert_real_png
-from tumorlab.cli import main
+from tumorlab.cli.main import main
 from tumorlab.errors import ConfigError
 from tumorlab.evaluation.compare import compare_runs
 

@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from tests.conftest import REPO, run_cli
-from tumorlab.cli import main
+from tumorlab.cli.main import main
 
 CONFIGS = REPO / "configs"
 FULL = sorted([CONFIGS / "demo.yaml", *(CONFIGS / "experiments").glob("*.yaml")])

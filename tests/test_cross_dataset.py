@@ -17,7 +17,7 @@ import pytest
 from lightning.pytorch.loggers import Logger
 
 from tests.conftest import FAST_TRAINER, REPO
-from tumorlab.cli import main
+from tumorlab.cli.main import main
 from tumorlab.evaluation.metrics import compute_metrics, parse_predictions
 from tumorlab.evaluation.nearcopies import HASHES_FILE, hashes_of_files, read_train_hashes
 from tumorlab.synth import write_folders
@@ -182,8 +182,8 @@ def _tiny_folders(root: Path, classes: list[str]) -> Path:
 
 def test_data_is_read_as_the_model_classes(tmp_path):
     from tumorlab.data import FolderDataModule
-    from tumorlab.evaluation.crossdata import class_mapping
     from tumorlab.links import head_classes
+    from tumorlab.runs.crossdata import class_mapping
 
     model = ["glioma", "meningioma", "no_tumour", "pituitary"]
     root = _tiny_folders(tmp_path / "two", ["notumor", "glioma"])
@@ -216,8 +216,8 @@ def test_binary_data_of_a_yes_no_set_and_a_binary_model(tmp_path):
 def test_collapse_to_binary_keeps_the_weights_and_sums_the_tumour_classes():
     import torch
 
-    from tumorlab.evaluation.crossdata import collapse_to_binary
     from tumorlab.models import CNN9
+    from tumorlab.runs.crossdata import collapse_to_binary
     from tumorlab.tasks import ClassificationTask
 
     torch.manual_seed(0)

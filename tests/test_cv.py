@@ -62,7 +62,7 @@ def test_summary_is_mean_and_sample_std_by_hand(tmp_path):
 @pytest.fixture(scope="module")
 def cv_result(tmp_path_factory, lgg_phantom):
     """Two folds of CNN9 at 32 px through ``tumorlab cv`` (a few batches each)."""
-    from tumorlab.cli import main
+    from tumorlab.cli.main import main
 
     root = tmp_path_factory.mktemp("cv_runs")
     args = ["--folds", "2", "--config", CNN9, *FAST_TRAINER, "--data.root", str(lgg_phantom),

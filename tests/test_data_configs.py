@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from tumorlab.lightning_cli import run_lightning_cli
+from tumorlab.cli.lightning import run_lightning_cli
 
 FRAGMENTS = sorted((REPO / "configs" / "data").glob("*.yaml"))
 

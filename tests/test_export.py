@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tests.conftest import FAST_TRAINER, REPO, only_run_dir
-from tumorlab.cli import main
+from tumorlab.cli.main import main
 from tumorlab.compression.export import ATOL, RTOL, check_metadata, export_onnx, read_metadata
 from tumorlab.errors import ConfigError
 from tumorlab.models import CNN9, ResNet3, SmallCNN, TimmClassifier, UNetWithClassifier

@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from tests.conftest import FAST_TRAINER, REPO, only_run_dir
-from tumorlab.cli import main
+from tumorlab.cli.main import main
 
 EXPERIMENTS = REPO / "configs" / "experiments"
 DEMO = str(REPO / "configs" / "demo.yaml")

@@ -1,4 +1,4 @@
-"""``evaluation.loading``: a checkpoint whose weights do not fit the run's model is refused, naming a tensor."""
+"""``runs.load``: a checkpoint whose weights do not fit the run's model is refused, naming a tensor."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from tumorlab.errors import ConfigError
-from tumorlab.evaluation.loading import load_weights
 from tumorlab.models import CNN9
+from tumorlab.runs.load import load_weights
 from tumorlab.tasks import ClassificationTask
 
 

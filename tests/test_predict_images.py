@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import FAST_TRAINER, REPO, TINY_UNET, only_run_dir
-from tumorlab.cli import main
+from tumorlab.cli.main import main
 
 
 def _fit(config: str, root: Path, name: str, lgg_phantom: Path, *extra: str) -> Path:

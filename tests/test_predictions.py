@@ -14,12 +14,12 @@ import yaml
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 
 from tests.conftest import FAST_TRAINER, REPO
-from tumorlab.cli import main
+from tumorlab.cli.main import main
 from tumorlab.data import LGGDataModule
 from tumorlab.data.io import read_mask
 from tumorlab.errors import ConfigError
 from tumorlab.models import UNetWithClassifier
-from tumorlab.reports import prediction_rows
+from tumorlab.runs.predictions import prediction_rows
 from tumorlab.tasks import MultiTaskTask, SegmentationTask
 
 DEMO = str(REPO / "configs" / "demo.yaml")

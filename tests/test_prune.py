@@ -14,7 +14,7 @@ import yaml
 from torch.nn.utils import prune
 
 from tests.conftest import FAST_TRAINER, REPO, only_run_dir
-from tumorlab.cli import main
+from tumorlab.cli.main import main
 from tumorlab.compression.loading import changed_shapes, narrow_to
 from tumorlab.compression.prune import (
     MagnitudePruning,
@@ -26,8 +26,8 @@ from tumorlab.compression.prune import (
     weight_sparsity,
 )
 from tumorlab.errors import ConfigError
-from tumorlab.evaluation.loading import load_run
 from tumorlab.models import CNN9, ResNet3, TimmClassifier, UNetWithClassifier
+from tumorlab.runs.load import load_run
 
 
 def _tiny_unet() -> UNetWithClassifier:
@@ -150,8 +150,9 @@ def test_channel_pruning_names_the_layer_it_cannot_trace():
 @pytest.mark.slow
 def test_callback_prunes_at_its_epoch_and_saves_plain_checkpoints(lgg_phantom, tmp_path):
     # a list: a single callback dict (the sweep's form) needs lightning_cli to accept a lone callback
-    callback = json.dumps([{"class_path": "tumorlab.compression.prune.MagnitudePruning",
-                            "init_args": {"sparsity": 0.6, "at_epoch": 1}}])
+    callback = json.dumps(
+        [{"class_path": "tumorlab.compression.prune.MagnitudePruning", "init_args": {"sparsity": 0.6, "at_epoch": 1}}]
+    )
     args = ["fit", "--config", str(REPO / "configs/experiments/lgg_cnn9.yaml"), *FAST_TRAINER]
     args += ["--data.root", str(lgg_phantom), "--data.image_size", "32", "--model.net.init_args.width", "8"]
     args += ["--trainer.max_epochs", "2", f"--trainer.callbacks={callback}"]

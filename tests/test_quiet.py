@@ -17,12 +17,13 @@ import scipy.ndimage, sklearn.model_selection
 import torchmetrics, imagehash, tifffile
 before = (list(warnings.filters), cv2.utils.logging.getLogLevel(),
           list(logging.getLogger("lightning.pytorch.utilities.rank_zero").filters))
-import tumorlab.data, tumorlab.models, tumorlab.tasks, tumorlab.callbacks, tumorlab.links, tumorlab.reports
-import tumorlab.epoch_log, tumorlab.loggers, tumorlab.run_config, tumorlab.cli_errors, tumorlab.lightning_cli
+import tumorlab.data, tumorlab.models, tumorlab.tasks, tumorlab.links
+import tumorlab.training.callbacks, tumorlab.training.epoch_log, tumorlab.training.loggers
+import tumorlab.runs.predictions, tumorlab.runs.config, tumorlab.cli.messages, tumorlab.cli.lightning
 after = (list(warnings.filters), cv2.utils.logging.getLogLevel(),
          list(logging.getLogger("lightning.pytorch.utilities.rank_zero").filters))
 assert before == after, (set(map(str, after[0])) - set(map(str, before[0])), before[1:], after[1:])
-from tumorlab.quiet import quiet_known_noise
+from tumorlab.cli.quiet import quiet_known_noise
 quiet_known_noise()
 assert cv2.utils.logging.getLogLevel() == cv2.utils.logging.LOG_LEVEL_SILENT
 assert len(warnings.filters) > len(before[0])

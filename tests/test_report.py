@@ -21,8 +21,8 @@ from sklearn.metrics import (
 )
 
 from tests.conftest import FAST_TRAINER, REPO, TINY_UNET
-from tumorlab.cli import main
-from tumorlab.commands.predict_run import run_predict
+from tumorlab.cli.lightning import run_predict
+from tumorlab.cli.main import main
 from tumorlab.evaluation.metrics import compute_metrics, parse_predictions
 from tumorlab.evaluation.report import pick_slices, write_report
 

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from tests.conftest import REPO, TINY_UNET, run_cli
-from tumorlab.cli import configure_wandb_mode, main
+from tumorlab.cli.config import configure_wandb_mode
+from tumorlab.cli.main import main
 
 DEMO = str(REPO / "configs" / "demo.yaml")
 DDP = str(REPO / "configs" / "trainer" / "ddp.yaml")
@@ -224,13 +225,13 @@ def test_precision_channels_last_and_compile_switches(tmp_path, lgg_phantom, mon
     assert main(args) == 0
     (run_dir,) = (tmp_path / "runs" / "switches").iterdir()
     saved = (run_dir / "config.yaml").read_text()
-    assert "tumorlab.callbacks.ChannelsLast" in saved and "tumorlab.callbacks.RNGState" in saved
+    assert "tumorlab.training.callbacks.ChannelsLast" in saved and "tumorlab.training.callbacks.RNGState" in saved
     assert "bf16-mixed" in saved
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
 
 
 def test_processes_of_one_launcher_job_share_a_run_folder(monkeypatch, tmp_path):
-    from tumorlab.runs import RUN_DIR_ENV, new_run_dir
+    from tumorlab.runs.folders import RUN_DIR_ENV, new_run_dir
 
     monkeypatch.delenv(RUN_DIR_ENV, raising=False)
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "exp42")

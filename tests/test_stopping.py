@@ -73,7 +73,7 @@ def test_ctrl_c_during_fit_saves_a_resumable_checkpoint_and_exits_non_zero(tmp_p
 def test_ctrl_c_during_a_checkpoint_write_lets_the_write_finish_then_interrupts(tmp_path, monkeypatch):
     """A KeyboardInterrupt inside torch.save's zip writer would surface as a RuntimeError and leave a torn
     file; the atomic writer holds SIGINT back until the file is complete and renamed."""
-    from tumorlab.callbacks import AtomicCheckpointIO
+    from tumorlab.training.callbacks import AtomicCheckpointIO
 
     # Python's handler, as in a terminal; a test process started in the background inherits SIGINT ignored
     signal.signal(signal.SIGINT, signal.default_int_handler)

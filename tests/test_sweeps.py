@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from tumorlab.cli import main
+from tumorlab.cli.main import main
 
 sweeps = pytest.importorskip("sweeps", reason="W&B's sweep engine (PyPI `sweeps`, installed by `make dev`)")
 
@@ -104,8 +104,13 @@ def _data_root(config: dict, lgg_phantom: Path, folders_phantom: Path) -> Path:
 
 def test_there_is_a_sweep_per_study_question():
     names = {p.stem for p in SWEEPS}
-    assert {"lgg_cnn9_hparams", "lgg_unet_theta", "lgg_unet_uncertainty", "mri4_transfer_backbones",
-            "mri4_optimizer"} <= names
+    assert {
+        "lgg_cnn9_hparams",
+        "lgg_unet_theta",
+        "lgg_unet_uncertainty",
+        "mri4_transfer_backbones",
+        "mri4_optimizer",
+    } <= names
 
 
 @pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.stem)

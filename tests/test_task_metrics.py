@@ -14,7 +14,7 @@ from lightning.pytorch import Callback
 from tests.conftest import quiet_trainer
 from tests.helpers import ShapesDataModule
 from tumorlab.models import CNN9, UNetWithClassifier
-from tumorlab.runs import RUN_DIR_ENV
+from tumorlab.runs.folders import RUN_DIR_ENV
 from tumorlab.tasks import ClassificationTask, MultiTaskTask
 from tumorlab.tasks.classification import CONFUSION_FILE
 
@@ -96,7 +96,7 @@ def test_metric_states_stay_out_of_the_checkpointed_weights():
 
 
 def test_cli_validate_before_any_fit_writes_val_metrics(lgg_phantom, tmp_path, monkeypatch):
-    from tumorlab.cli import main
+    from tumorlab.cli.main import main
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv(RUN_DIR_ENV, raising=False)

@@ -15,7 +15,7 @@ DEMO = str(REPO / "configs" / "demo.yaml")
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, lgg_phantom):
     """A demo U-Net fitted at 48 px (not the demo config's 64) and tested after fit."""
-    from tumorlab.cli import main
+    from tumorlab.cli.main import main
 
     root = tmp_path_factory.mktemp("runs")
     args = ["fit", "--config", DEMO, *FAST_TRAINER, "--data.root", str(lgg_phantom), "--data.image_size", "48"]

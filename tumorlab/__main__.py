@@ -2,6 +2,6 @@
 
 import sys
 
-from tumorlab.cli import main
+from tumorlab.cli.main import main
 
 sys.exit(main())

@@ -16,7 +16,7 @@ def lgg_small(tmp_path_factory) -> Path:
 
 
 def _train(base: Path, model: list[str], classes: int) -> Path:
-    from tumorlab.cli import main
+    from tumorlab.cli.main import main
 
     root = class_folders(base / "data")
     if classes == 3:

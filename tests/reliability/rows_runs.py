@@ -211,7 +211,7 @@ def _slow_save(obj, f) -> None:
 
 
 def _save_loop(path: str, atomic: bool, weights: torch.Tensor, conn) -> None:
-    from tumorlab.callbacks import AtomicCheckpointIO
+    from tumorlab.training.callbacks import AtomicCheckpointIO
 
     torch.save = lambda obj, f, *a, **k: _slow_save(obj, f)  # this child process only
     writer = AtomicCheckpointIO()
@@ -263,9 +263,9 @@ class _Frozen(dt.datetime):
 
 @row("same-second-runs")
 def _(ctx: Ctx) -> None:
-    import tumorlab.runs
+    import tumorlab.runs.folders
 
-    ctx.monkeypatch.setattr(tumorlab.runs._dt, "datetime", _Frozen)
+    ctx.monkeypatch.setattr(tumorlab.runs.folders._dt, "datetime", _Frozen)
     for seed in ("1", "2"):
         succeeded(ctx.cli(*_shapes_fit(ctx, "--run.name", "twin", "--seed_everything", seed)))
     folders = sorted((ctx.tmp_path / "runs" / "twin").iterdir())
@@ -278,7 +278,7 @@ def _(ctx: Ctx) -> None:
 
 def _claim(args) -> str:
     root, barrier = args
-    from tumorlab.runs import new_run_dir
+    from tumorlab.runs.folders import new_run_dir
 
     barrier.wait()
     return str(new_run_dir(root, "race", "fit"))
@@ -286,10 +286,10 @@ def _claim(args) -> str:
 
 @row("same-second-processes")
 def _(ctx: Ctx) -> None:
-    import tumorlab.runs
+    import tumorlab.runs.folders
 
-    ctx.monkeypatch.setattr(tumorlab.runs._dt, "datetime", _Frozen)  # inherited by the forked processes
-    ctx.monkeypatch.delenv(tumorlab.runs.RUN_DIR_ENV, raising=False)
+    ctx.monkeypatch.setattr(tumorlab.runs.folders._dt, "datetime", _Frozen)  # inherited by the forked processes
+    ctx.monkeypatch.delenv(tumorlab.runs.folders.RUN_DIR_ENV, raising=False)
     fork = multiprocessing.get_context("fork")
     barrier = fork.Manager().Barrier(8)
     with fork.Pool(8) as pool:
@@ -302,7 +302,7 @@ def _(ctx: Ctx) -> None:
 
 @row("ctrl-c")
 def _(ctx: Ctx) -> None:
-    from tumorlab.callbacks import FiniteGuard
+    from tumorlab.training.callbacks import FiniteGuard
 
     real_end = FiniteGuard.on_train_batch_end
 

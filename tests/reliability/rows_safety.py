@@ -50,7 +50,7 @@ def torch_load_calls(package: Path) -> list[tuple[str, int, bool]]:
 @row("torch-load-weights-only")
 def _(ctx: Ctx) -> None:
     calls = torch_load_calls(REPO / "tumorlab")
-    assert len(calls) >= 2, calls  # runs.check_checkpoint and evaluation.loading.load_weights, at least
+    assert len(calls) >= 2, calls  # runs.check_checkpoint and runs.load.load_weights, at least
     assert [c for c in calls if not c[2]] == []
 
 

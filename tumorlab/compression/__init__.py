@@ -5,7 +5,7 @@
 - ``study``: ``tumorlab prune``, the pruning table of a run (test metrics before and after fine-tuning, size,
   batch-1 latency) with one run folder per pruned model;
 - ``loading``: ``ChannelPruned``, the config form of a channel-pruned network (a run is rebuilt with
-  ``tumorlab.evaluation.loading.load_run``);
+  ``tumorlab.runs.load.load_run``);
 - ``latency``: ``tumorlab bench latency`` (CPU median/IQR latency, images/s, parameters, MACs, file sizes);
 - ``export``: ``tumorlab export`` (ONNX with the preprocessing as metadata, checked against PyTorch);
 - ``predict_images``: ``tumorlab predict-images`` on files, folders or globs, with a run or an ONNX file.

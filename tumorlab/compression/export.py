@@ -143,7 +143,7 @@ def check_metadata(meta: dict, path: str | Path) -> None:
 
 
 def run_metadata(run) -> dict:
-    """The metadata of a loaded run (``tumorlab.evaluation.loading.LoadedRun``): its data module's
+    """The metadata of a loaded run (``tumorlab.runs.load.LoadedRun``): its data module's
     preprocessing and classes."""
     dm = run.datamodule
     norm = dm.normalization
@@ -202,7 +202,7 @@ def export_run(
         opset: the ONNX opset.
         check: compare onnxruntime with PyTorch on a random batch (``check_parity``).
     """
-    from tumorlab.evaluation.loading import load_run
+    from tumorlab.runs.load import load_run
 
     run = load_run(ckpt_path)
     metadata = run_metadata(run)

@@ -227,7 +227,7 @@ def bench_latency(
 
     from tumorlab.compression.export import export_onnx, run_metadata
     from tumorlab.errors import ConfigError
-    from tumorlab.evaluation.loading import load_run
+    from tumorlab.runs.load import load_run
 
     if n_threads < 1 or runs < 2 or not batch_sizes or min(batch_sizes) < 1:
         raise ConfigError("bench latency needs --threads >= 1, --runs >= 2 and batch sizes >= 1")

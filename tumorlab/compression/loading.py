@@ -1,7 +1,7 @@
 """Channel-pruned networks in configs, and building a task from a config with a data module's sizes.
 
 Rebuilding a trained run in Python (task with the checkpoint's weights, data module) is
-``tumorlab.evaluation.loading.load_run``: one loader for reports, Grad-CAM, pruning, export and latency.
+``tumorlab.runs.load.load_run``: one loader for reports, Grad-CAM, pruning, export and latency.
 
 A channel-pruned network cannot be built from its original config (its layers are narrower). Its config names
 ``ChannelPruned`` (or ``ChannelPrunedUNet`` for the two-headed U-Net) instead: the original network's config plus

@@ -135,7 +135,7 @@ class _Torch:
 
     def __init__(self, ckpt_path: str | Path) -> None:
         from tumorlab.compression.export import _OUTPUTS, _exportable, run_metadata
-        from tumorlab.evaluation.loading import load_run
+        from tumorlab.runs.load import load_run
 
         run = load_run(ckpt_path)
         self.run_dir = run.run_dir
@@ -193,7 +193,7 @@ def _write_mask(out: Path, index: int, path: Path, mask_logits: np.ndarray, rgb:
 
 
 def _default_out(model, ckpt_path: str | None, onnx: str | None) -> Path:
-    from tumorlab.runs import new_run_dir
+    from tumorlab.runs.folders import new_run_dir
 
     if ckpt_path is not None:
         return new_run_dir(model.run_dir.parent.parent, model.run_dir.parent.name, "predict-images")

@@ -304,4 +304,3 @@ def sparsities(values: Sequence[float]) -> list[float]:
     if not checked:
         raise ConfigError("give at least one sparsity, e.g. --sparsity 0.3 0.5 0.7 0.9")
     return checked
-

@@ -25,13 +25,13 @@ import torch
 import yaml
 from lightning.pytorch import Callback, Trainer, seed_everything
 
-from tumorlab.callbacks import monitor_mode
 from tumorlab.compression.latency import parameter_counts, time_model
 from tumorlab.compression.loading import build_task, changed_shapes, original_net_config, pruned_net_config
 from tumorlab.compression.prune import channel_prune, magnitude_prune, make_permanent, sparsities, weight_sparsity
 from tumorlab.errors import ConfigError
-from tumorlab.evaluation.loading import LoadedRun, load_run
-from tumorlab.runs import new_run_dir, run_info, update_run_json
+from tumorlab.runs.folders import new_run_dir, run_info, update_run_json
+from tumorlab.runs.load import LoadedRun, load_run
+from tumorlab.tasks.metrics import monitor_mode
 
 __all__ = ["PruneRow", "prune_run", "format_prune_table"]
 

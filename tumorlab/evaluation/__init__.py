@@ -3,9 +3,9 @@ class-activation maps with their localisation scores, and patient-grouped cross-
 
 ``write_report(run_dir)`` and ``compare_runs(run_dirs)`` are what ``tumorlab report`` and ``tumorlab compare``
 call; ``tumorlab cam`` and ``tumorlab cv`` call ``tumorlab.evaluation.cam`` and ``tumorlab.evaluation.cv``.
-``loading.load_run`` rebuilds a trained run in Python; ``crossdata`` and ``nearcopies`` cover tests on other
-data sets (class mapping, tumour / no tumour scoring, near-copies of the training images); ``rows`` lets the
-test pass write ``predictions.csv``.
+A trained run is rebuilt with ``tumorlab.runs.load.load_run``; ``nearcopies`` (with ``tumorlab.runs.crossdata``)
+covers tests on other data sets (near-copies of the training images); ``rows`` lets the test pass write
+``predictions.csv``.
 """
 
 from tumorlab.evaluation.compare import compare_runs

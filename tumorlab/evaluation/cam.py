@@ -1,7 +1,7 @@
 """Explain a trained run's predictions with class-activation maps (pytorch-grad-cam) and score where they point.
 
 ``tumorlab cam --ckpt_path RUN --images PATH... --out DIR`` rebuilds the run's model from its own
-``config.yaml`` and best checkpoint (``tumorlab.evaluation.loading.load_run``), prepares each image exactly as
+``config.yaml`` and best checkpoint (``tumorlab.runs.load.load_run``), prepares each image exactly as
 the run was trained (size, channels, brain crop and normalisation from ``run.json``'s ``preprocessing`` and the
 config, through the data layer's ``read_image`` / ``prepare`` / ``build_transforms``), and writes one overlay PNG
 per image: the image,
@@ -32,8 +32,8 @@ from tumorlab.data.cache import Sample
 from tumorlab.data.io import read_image, read_mask
 from tumorlab.data.transforms import DecodeSpec, build_transforms, prepare
 from tumorlab.errors import ConfigError, DataError
-from tumorlab.evaluation.loading import load_run, read_run, resolve_run
 from tumorlab.evaluation.localisation import DEFAULT_TOLERANCE, DEFAULT_TOP, localisation_scores, mean_scores
+from tumorlab.runs.load import load_run, read_run, resolve_run
 
 __all__ = [
     "METHODS",

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from tumorlab.errors import ConfigError, DataError
-from tumorlab.evaluation.loading import RunFolder, read_run
 from tumorlab.evaluation.markdown import number
+from tumorlab.runs.load import RunFolder, read_run
 
 __all__ = ["COLUMNS", "Comparison", "compare_runs", "expand_run_dirs"]
 

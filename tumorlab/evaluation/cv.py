@@ -34,7 +34,7 @@ import numpy as np
 import yaml
 
 from tumorlab.errors import ConfigError, TumorlabError
-from tumorlab.runs import new_run_dir
+from tumorlab.runs.folders import new_run_dir
 
 __all__ = [
     "cross_validate",
@@ -141,11 +141,11 @@ def cross_validate(
     collect: bool = False,
     fit: Callable[[list[str]], int] | None = None,
 ) -> dict:
-    """Train and test every fold in turn with ``fit`` (``tumorlab.cli.main``, handed in by the command: this
-    package never imports the CLI) or, with ``collect``, only find the newest finished run of each; then write
-    and return the summary (``summarise`` + ``out``)."""
+    """Train and test every fold in turn with ``fit`` (``tumorlab.cli.lightning.run_command``, handed in by the
+    command: this package never imports the CLI) or, with ``collect``, only find the newest finished run of each;
+    then write and return the summary (``summarise`` + ``out``)."""
     if fit is None and not collect:
-        raise ConfigError("cross_validate needs fit (tumorlab.cli.main) unless collect is true")
+        raise ConfigError("cross_validate needs fit (tumorlab.cli.lightning.run_command) unless collect is true")
     _check(folds, overrides)
     root, name = run_settings(configs, overrides)
     runs = []

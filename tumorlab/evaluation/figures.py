@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["plot_confusion", "plot_curves", "plot_patient_dice", "plot_roc_pr", "plot_slices"]
+__all__ = ["plot_confusion", "plot_patient_dice", "plot_roc_pr", "plot_slices"]
 
 
 def _pyplot():
@@ -131,45 +131,3 @@ def plot_slices(slices: list[dict[str, Any]], path: Path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
-
-
-def plot_curves(metrics_csv: str | Path, monitor: str | None = None, png_path: str | Path | None = None) -> Path | None:
-    """Draw the loss and the monitored metric, train and validation, over epochs from ``metrics.csv``.
-
-    Returns the PNG's path (default: ``curves.png`` beside the CSV), or ``None`` when there is nothing to draw.
-    """
-    import csv
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    with open(metrics_csv, newline="") as f:
-        rows = list(csv.DictReader(f))
-    name = (monitor or "val/loss").split("/", 1)[-1]
-    panels = ["loss"] + ([name] if name != "loss" else [])
-
-    def series(key: str) -> tuple[list[int], list[float]]:
-        pairs = [(int(r["epoch"]) + 1, float(r[key])) for r in rows if r.get(key) not in (None, "")]
-        return [p[0] for p in pairs], [p[1] for p in pairs]
-
-    if not any(series(f"{split}/{m}")[0] for m in panels for split in ("train", "val")):
-        return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), dpi=120, squeeze=False)
-    for ax, metric in zip(axes[0], panels, strict=True):
-        for split, style in (("train", "-o"), ("val", "-s")):
-            x, y = series(f"{split}/{metric}")
-            if x:
-                ax.plot(x, y, style, markersize=3, label=split)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(metric)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    png_path = Path(png_path) if png_path else Path(metrics_csv).with_name("curves.png")
-    fig.savefig(png_path)
-    plt.close(fig)
-    return png_path

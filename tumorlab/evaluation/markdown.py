@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tumorlab.evaluation.loading import RunFolder
+from tumorlab.runs.load import RunFolder
 
 __all__ = ["data_facts", "near_copy_lines", "number", "report_markdown"]
 

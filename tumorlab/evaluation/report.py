@@ -27,7 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from tumorlab.errors import DataError
-from tumorlab.evaluation.loading import (
+from tumorlab.evaluation.markdown import report_markdown
+from tumorlab.evaluation.metrics import compute_metrics, parse_predictions
+from tumorlab.evaluation.nearcopies import mark_near_copies
+from tumorlab.runs.load import (
     PredictRunner,
     RunFolder,
     load_run,
@@ -35,10 +38,7 @@ from tumorlab.evaluation.loading import (
     read_predictions,
     read_run,
 )
-from tumorlab.evaluation.markdown import report_markdown
-from tumorlab.evaluation.metrics import compute_metrics, parse_predictions
-from tumorlab.evaluation.nearcopies import mark_near_copies
-from tumorlab.reports import write_predictions
+from tumorlab.runs.predictions import write_predictions
 
 __all__ = ["FIGURES_DIR", "figure_files", "log_figures", "pick_slices", "write_report"]
 
@@ -131,7 +131,8 @@ def _metrics_without_copies(rows: list[dict]) -> dict[str, Any] | None:
 
 
 def _draw(run: RunFolder, parsed, metrics: dict[str, Any], out: Path) -> dict[str, Path]:
-    from tumorlab.evaluation.figures import plot_confusion, plot_curves, plot_patient_dice, plot_roc_pr
+    from tumorlab.evaluation.figures import plot_confusion, plot_patient_dice, plot_roc_pr
+    from tumorlab.training.epoch_log import plot_curves
 
     figures = {
         "confusion_matrix": plot_confusion(

@@ -3,8 +3,8 @@
 ``TestPredictions`` is a callback that ``tumorlab test`` (and ``fit --run.test_after_fit true``) adds to the
 trainer: after each test batch it hands the batch to the task's own ``predict_step`` (the same outputs as
 ``tumorlab predict`` on the test split: class probabilities, and for segmentation tumour and true pixels and
-the slice Dice) and keeps the rows of ``tumorlab.reports.prediction_rows``; when the test epoch ends, rank
-zero writes them with ``tumorlab.reports.write_predictions``. The report then reads that file and runs no
+the slice Dice) and keeps the rows of ``tumorlab.runs.predictions.prediction_rows``; when the test epoch ends, rank
+zero writes them with ``tumorlab.runs.predictions.write_predictions``. The report then reads that file and runs no
 predict pass of its own (no ``<time>_predict`` folder beside the test folder). The rows are those the test
 scored: with ``trainer.limit_test_batches`` below 1 only the batches that were tested.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 from lightning.pytorch import Callback
 
-from tumorlab.reports import gather_rows, prediction_rows, write_predictions
+from tumorlab.runs.predictions import gather_rows, prediction_rows, write_predictions
 
 __all__ = ["TestPredictions"]
 
@@ -44,7 +44,7 @@ class TestPredictions(Callback):
     def on_test_epoch_end(self, trainer, pl_module) -> None:
         rows = gather_rows(self.rows)  # every process takes part; rank zero gets all rows in data-set order
         if trainer.is_global_zero and rows:
-            from tumorlab.runs import update_run_json
+            from tumorlab.runs.folders import update_run_json
 
             self.path = write_predictions(rows, self.run_dir)
             update_run_json(self.run_dir, predictions=str(self.path))

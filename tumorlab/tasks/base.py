@@ -13,8 +13,8 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torchmetrics import MaxMetric, MinMetric
 
-from tumorlab.callbacks import monitor_mode
 from tumorlab.errors import ConfigError
+from tumorlab.tasks.metrics import monitor_mode
 
 __all__ = ["BEST_CHECKPOINT_KEY", "ClassWeights", "TumorTask"]
 

@@ -38,9 +38,15 @@ __all__ = [
     "confusion_matrix",
     "patient_key",
     "per_class_metrics",
+    "monitor_mode",
     "segmentation_metrics",
     "slice_dice",
 ]
+
+
+def monitor_mode(metric: str) -> str:
+    """``min`` for losses (a name containing ``loss``), ``max`` for every other metric tumorlab logs."""
+    return "min" if "loss" in metric.rsplit("/", 1)[-1] else "max"
 
 
 def classification_metrics(num_classes: int) -> MetricCollection:

@@ -1,4 +1,4 @@
-"""`tumorlab synth` and `tumorlab audit`: their parsers and what they run (imported lazily)."""
+"""`tumorlab synth`: its parser and what it runs (the phantom generator, imported lazily)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 
 from tumorlab.errors import TumorlabError
 
-__all__ = ["add_parsers"]
+__all__ = ["add_parser"]
 
 
 def _synth(ns: argparse.Namespace) -> int:
@@ -31,23 +31,8 @@ def _synth(ns: argparse.Namespace) -> int:
     return 0
 
 
-def _audit(ns: argparse.Namespace) -> int:
-    import json
-    import logging
-
-    from tumorlab.data.audit import audit, format_audit
-    from tumorlab.quiet import quiet_known_noise
-
-    quiet_known_noise()
-
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    report = audit(ns.root, test_root=ns.test_root, near_threshold=ns.near_threshold, seed=ns.seed)
-    print(json.dumps(report, indent=2) if ns.json else format_audit(report))
-    return 0
-
-
-def add_parsers(sub) -> None:
-    """Add ``synth`` and ``audit`` to the subcommands ``sub``."""
+def add_parser(sub) -> None:
+    """Add ``synth`` to the subcommands ``sub``."""
     synth = sub.add_parser(
         "synth",
         help="generate synthetic brain-MRI phantoms in the layout of a real data set",
@@ -80,24 +65,3 @@ def add_parsers(sub) -> None:
     synth.add_argument("--test-per-class", type=int, default=15, help="folders: Testing images per class")
     synth.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
     synth.set_defaults(func=_synth)
-
-    audit = sub.add_parser(
-        "audit",
-        help="report what a data root holds: classes, patients, splits, duplicates, leaks, bad files",
-        description="Read a data root as training would and report counts per class, patient and split, "
-        "byte-identical duplicates (SHA-256), near-duplicates (256-bit perceptual hash), duplicates shared "
-        "with a test root, unreadable and skipped files, image sizes and modes.",
-    )
-    audit.add_argument(
-        "root", help="class folders (optionally Training/ + Testing/), an LGG kaggle_3m tree, or a CSV manifest"
-    )
-    audit.add_argument("--test-root", help="class folders of a test set whose overlap with ROOT is reported")
-    audit.add_argument("--json", action="store_true", help="print the full report as JSON")
-    audit.add_argument(
-        "--near-threshold",
-        type=int,
-        default=12,  # = tumorlab.data.duplicates.DEFAULT_NEAR_THRESHOLD (not imported: keeps --help fast)
-        help="perceptual-hash bits (of 256) within which two images count as near-duplicates (default 12)",
-    )
-    audit.add_argument("--seed", type=int, default=42, help="seed of the split that is reported (default 42)")
-    audit.set_defaults(func=_audit)

@@ -7,7 +7,7 @@ size, channels, normalisation, classes, brain crop, the model), the command stop
 keys and both values, unless those keys were set on the command line as ``--data.*`` on purpose (a
 cross-data-set test): then it prints which keys differ and goes on. The data is then read as the model's
 classes, with the class mapping printed, and ``--data.binary true`` scores a 4-class model as tumour / no
-tumour (``tumorlab.evaluation.crossdata``); the report counts the test images that are near-copies of the
+tumour (``tumorlab.runs.crossdata``); the report counts the test images that are near-copies of the
 training images (``tumorlab.evaluation.nearcopies``).
 """
 

@@ -25,7 +25,7 @@ import yaml
 from tumorlab.errors import ConfigError, DataError
 
 # Runs `tumorlab predict` with these arguments and returns its run folder. The CLI side passes one in
-# (tumorlab.commands.predict_run.run_predict): evaluation never imports the CLI.
+# (tumorlab.cli.lightning.run_predict): evaluation never imports the CLI.
 PredictRunner = Callable[[list[str]], Path]
 
 __all__ = [
@@ -237,8 +237,8 @@ def load_run(
     import tumorlab.data.modules  # noqa: F401  (short class names in configs)
     import tumorlab.models  # noqa: F401
     import tumorlab.tasks  # noqa: F401
-    from tumorlab.evaluation.crossdata import class_mapping, collapse_to_binary
     from tumorlab.links import link_net_args
+    from tumorlab.runs.crossdata import class_mapping, collapse_to_binary
 
     run_dir, found = resolve_run(ckpt_path)
     checkpoint = Path(checkpoint) if checkpoint is not None else found
@@ -268,7 +268,7 @@ def load_weights(task: Any, checkpoint: str | Path) -> None:
     its shape (``ConfigError`` otherwise); other entries (metric states, buffers not saved) may differ."""
     import torch
 
-    from tumorlab.runs import check_checkpoint
+    from tumorlab.runs.folders import check_checkpoint
 
     check_checkpoint(checkpoint)  # a truncated or pickle-carrying file: one line, never a torch traceback
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]

@@ -33,6 +33,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from tumorlab.errors import ConfigError, DataError, RunError
+from tumorlab.tasks.metrics import monitor_mode  # re-exported: the checkpoint callbacks' mode
 
 __all__ = [
     "AtomicCheckpointIO",
@@ -249,11 +250,6 @@ class ResumeCheckpoint(ModelCheckpoint):
                 f"resume with: tumorlab {' '.join(sys.argv[1:])} --ckpt_path {run_dir}",
                 file=sys.stderr,
             )
-
-
-def monitor_mode(metric: str) -> str:
-    """``min`` for losses (a name containing ``loss``), ``max`` for every other metric tumorlab logs."""
-    return "min" if "loss" in metric.rsplit("/", 1)[-1] else "max"
 
 
 class BestCheckpoint(ModelCheckpoint):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-__all__ = ["CURVES_FILE", "METRICS_FILE", "EpochMetrics"]
+__all__ = ["CURVES_FILE", "METRICS_FILE", "EpochMetrics", "plot_curves"]
 
 METRICS_FILE = "metrics.csv"
 CURVES_FILE = "curves.png"
@@ -64,8 +64,6 @@ class EpochMetrics(Callback):
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.is_global_zero and self.rows:
-            from tumorlab.evaluation.figures import plot_curves
-
             plot_curves(Path(trainer.default_root_dir) / METRICS_FILE, getattr(pl_module, "monitor", None))
 
     def _write(self, path: Path) -> None:
@@ -81,3 +79,43 @@ def _line(row: dict[str, float], max_epochs: int | None, seconds: float, monitor
     parts = [f"{k} {row[k]:.4g}" for k in shown if k in row and not math.isnan(row[k])]
     total = f"/{max_epochs}" if max_epochs and max_epochs > 0 else ""
     return f"epoch {int(row['epoch']) + 1}{total}: " + ", ".join(parts) + f" ({seconds:.1f} s)"
+
+
+def plot_curves(metrics_csv: str | Path, monitor: str | None = None, png_path: str | Path | None = None) -> Path | None:
+    """Draw the loss and the monitored metric, train and validation, over epochs from ``metrics.csv``.
+
+    Returns the PNG's path (default: ``curves.png`` beside the CSV), or ``None`` when there is nothing to draw.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    with open(metrics_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    name = (monitor or "val/loss").split("/", 1)[-1]
+    panels = ["loss"] + ([name] if name != "loss" else [])
+
+    def series(key: str) -> tuple[list[int], list[float]]:
+        pairs = [(int(r["epoch"]) + 1, float(r[key])) for r in rows if r.get(key) not in (None, "")]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+
+    if not any(series(f"{split}/{m}")[0] for m in panels for split in ("train", "val")):
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), dpi=120, squeeze=False)
+    for ax, metric in zip(axes[0], panels, strict=True):
+        for split, style in (("train", "-o"), ("val", "-s")):
+            x, y = series(f"{split}/{metric}")
+            if x:
+                ax.plot(x, y, style, markersize=3, label=split)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    png_path = Path(png_path) if png_path else Path(metrics_csv).with_name("curves.png")
+    fig.savefig(png_path)
+    plt.close(fig)
+    return png_path

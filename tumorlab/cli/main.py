@@ -7,13 +7,10 @@ smp or wandb. Each plain subcommand imports its implementation only when it runs
 from __future__ import annotations
 
 import argparse
-import netrc
-import os
 import sys
 from collections.abc import Sequence
 
 from tumorlab import __version__
-from tumorlab.errors import TumorlabError
 
 __all__ = ["main"]
 
@@ -23,18 +20,6 @@ LIGHTNING_COMMANDS = {
     "test": "evaluate a checkpoint on the test split and print the metrics",
     "predict": "write per-slice predictions of a checkpoint to the run folder",
 }
-
-# Architecture -> the task that trains it: `--model CNN9` is shorthand for
-# `--model ClassificationTask --model.net CNN9`, `--model UNetWithClassifier` for
-# `--model MultiTaskTask --model.net UNetWithClassifier` (train it alone with `--model SegmentationTask`).
-ARCHITECTURE_TASKS = {
-    "CNN9": "ClassificationTask",
-    "SmallCNN": "ClassificationTask",
-    "ResNet3": "ClassificationTask",
-    "TimmClassifier": "ClassificationTask",
-    "UNetWithClassifier": "MultiTaskTask",
-}
-
 
 _SHORT_HELP = """usage: tumorlab {command} --config FILE [--config FILE ...] [--KEY VALUE ...]
 
@@ -72,11 +57,12 @@ def main(args: Sequence[str] | None = None) -> int:
         if argv and argv[0] in LIGHTNING_COMMANDS and "--help-all" in argv:
             argv = [a if a != "--help-all" else "--help" for a in argv]
         if argv and argv[0] in LIGHTNING_COMMANDS:
-            from tumorlab.quiet import quiet_known_noise
+            from tumorlab.cli.config import configure_wandb_mode, expand_model_shorthand
+            from tumorlab.cli.quiet import quiet_known_noise
 
             quiet_known_noise()
             configure_wandb_mode()
-            from tumorlab.lightning_cli import run_lightning_cli
+            from tumorlab.cli.lightning import run_lightning_cli
 
             run_lightning_cli(expand_model_shorthand(argv))
             return 0
@@ -87,82 +73,9 @@ def main(args: Sequence[str] | None = None) -> int:
             return 0
         return int(ns.func(ns) or 0)
     except Exception as err:
-        # jsonargparse wraps errors raised while it instantiates classes: report the user's error, if any.
-        cause = _user_error(err)
-        if cause is None:
-            raise
-        print(f"tumorlab: error: {_one_line(cause)}", file=sys.stderr)
-        return 2
+        from tumorlab.cli.messages import report_error
 
-
-def _one_line(err: BaseException) -> str:
-    """The error's own message; for one re-raised from a DataLoader worker, the last line of its traceback."""
-    text = str(err)
-    if "\nOriginal Traceback" in text:
-        last = text.strip().splitlines()[-1]
-        return last.split(": ", 1)[1] if ": " in last else last
-    return text
-
-
-def _user_error(err: BaseException | None) -> TumorlabError | None:
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, TumorlabError):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
-
-
-def expand_model_shorthand(argv: list[str]) -> list[str]:
-    """Rewrite ``--model <Architecture>`` into the task that trains it with that architecture as ``net``."""
-    out: list[str] = []
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        value = None
-        if arg == "--model" and i + 1 < len(argv):
-            value, step = argv[i + 1], 2
-        elif arg.startswith("--model="):
-            value, step = arg.split("=", 1)[1], 1
-        name = value.rsplit(".", 1)[-1] if value else None
-        if name in ARCHITECTURE_TASKS:
-            out += ["--model", ARCHITECTURE_TASKS[name], "--model.net", value]
-            i += step
-            continue
-        out.append(arg)
-        i += 1
-    return out
-
-
-def _has_wandb_credentials() -> bool:
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].split("/")[0]
-    try:
-        return netrc.netrc().authenticators(host) is not None
-    except (OSError, netrc.NetrcParseError):
-        return False
-
-
-def configure_wandb_mode() -> None:
-    """Log to W&B offline unless the user has credentials: no account, no network, never a login prompt.
-
-    ``WANDB_MODE=online`` without credentials falls back to offline with a warning instead of waiting for a login.
-    Offline, W&B's own console output (a page of run history and a second sync hint) is silenced: tumorlab
-    prints the one line that matters, how to upload the run later.
-    """
-    mode = os.environ.get("WANDB_MODE")
-    if mode not in ("offline", "disabled", "dryrun") and not _has_wandb_credentials():
-        if mode == "online":
-            print(
-                "tumorlab: warning: WANDB_MODE=online but no W&B credentials (wandb login or WANDB_API_KEY); "
-                "logging offline instead",
-                file=sys.stderr,
-            )
-        os.environ["WANDB_MODE"] = "offline"
-    if os.environ.get("WANDB_MODE") in ("offline", "dryrun"):
-        os.environ.setdefault("WANDB_SILENT", "true")
+        return report_error(err)
 
 
 class _CommandParser(argparse.ArgumentParser):
@@ -195,12 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in LIGHTNING_COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
 
-    from tumorlab.commands import compression, data, evaluation
+    # one module per command: argparse code only, its implementation imported when it runs
+    from tumorlab.cli.commands import audit, bench, cam, compare, cv, export, predict_images, prune, report, synth
 
-    for commands in (data, evaluation, compression):
-        commands.add_parsers(sub)
+    for command in (synth, audit, report, compare, cam, cv, prune, bench, export, predict_images):
+        command.add_parser(sub)
     return parser
-
-
-if __name__ == "__main__":
-    sys.exit(main())

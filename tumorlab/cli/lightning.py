@@ -20,20 +20,22 @@ from lightning.pytorch.utilities import rank_zero_only
 import tumorlab.data.modules  # noqa: F401  (registers the DataModules for short names)
 import tumorlab.models  # noqa: F401  (registers the architectures)
 import tumorlab.tasks  # noqa: F401  (registers the tasks)
-from tumorlab.callbacks import ResumeCheckpoint, monitor_mode
-from tumorlab.cli_config import (
-    FIT_ONLY,
+from tumorlab.cli.config import (
     TRAINER_DEFAULTS,
     check_hardware,
+    expand_model_shorthand,
     has_callback,
+    is_fit_only,
     is_monitored_checkpoint,
+    modernize_class_paths,
 )
-from tumorlab.cli_errors import command_options, one_line
+from tumorlab.cli.messages import command_options, one_line, report_error
+from tumorlab.cli.quiet import quiet_known_noise
 from tumorlab.errors import ConfigError
 from tumorlab.links import apply_normalization, check_explicit_links, fix_null_strings, link_net_args
-from tumorlab.reports import format_metrics, gather_rows, prediction_rows, write_predictions
-from tumorlab.run_config import check_against_run, with_run_config
-from tumorlab.runs import (
+from tumorlab.runs.config import check_against_run, with_run_config
+from tumorlab.runs.folders import (
+    RUN_DIR_ENV,
     check_checkpoint,
     find_checkpoint,
     find_resume_checkpoint,
@@ -41,9 +43,11 @@ from tumorlab.runs import (
     run_info,
     update_run_json,
 )
+from tumorlab.runs.predictions import format_metrics, gather_rows, prediction_rows, write_predictions
 from tumorlab.tasks.mixins import class_slug
+from tumorlab.training.callbacks import ResumeCheckpoint, monitor_mode
 
-__all__ = ["TumorlabCLI", "run_lightning_cli"]
+__all__ = ["TumorlabCLI", "run_command", "run_lightning_cli", "run_predict"]
 
 
 class LoggedSaveConfigCallback(SaveConfigCallback):
@@ -136,6 +140,7 @@ class TumorlabCLI(LightningCLI):
     def _complete(self, cfg) -> None:
         """What tumorlab adds to every config before anything is built; the saved config.yaml shows it."""
         fix_null_strings(cfg)
+        modernize_class_paths(cfg)
         if "verbose" in cfg and not any(a.split("=", 1)[0] == "--verbose" for a in self.argv):
             cfg.verbose = False  # validate, test: tumorlab prints one table of its own, not Lightning's too
         self._add_run_callbacks(cfg)
@@ -168,7 +173,7 @@ class TumorlabCLI(LightningCLI):
             cfg.ckpt_path = find_checkpoint(cfg.ckpt_path)  # a missing file stops here, before anything exists
         if self.tested is not None:
             check_against_run(cfg.as_dict(), self.tested, self.argv)
-            from tumorlab.evaluation.crossdata import set_model_classes
+            from tumorlab.runs.crossdata import set_model_classes
 
             set_model_classes(cfg, self.tested)  # the data is read as the model's classes (other data sets)
             # the evaluation's folder lands beside the run it evaluates: <root>/<name>/<time>_test
@@ -188,25 +193,25 @@ class TumorlabCLI(LightningCLI):
         wanted = []
         if self.command == "fit":
             wanted += [
-                "tumorlab.callbacks.RNGState",
-                "tumorlab.callbacks.ResumeCheckpoint",
-                "tumorlab.callbacks.FiniteGuard",
+                "tumorlab.training.callbacks.RNGState",
+                "tumorlab.training.callbacks.ResumeCheckpoint",
+                "tumorlab.training.callbacks.FiniteGuard",
             ]
-            wanted.append("tumorlab.epoch_log.EpochMetrics")
+            wanted.append("tumorlab.training.epoch_log.EpochMetrics")
         if cfg.run.channels_last:
-            wanted.append("tumorlab.callbacks.ChannelsLast")
+            wanted.append("tumorlab.training.callbacks.ChannelsLast")
         if cfg.run.compile:
-            wanted.append("tumorlab.callbacks.CompileModel")
+            wanted.append("tumorlab.training.callbacks.CompileModel")
         callbacks = cfg.trainer.callbacks or []  # one callback may be given as a single class_path dict
         callbacks = [callbacks] if isinstance(callbacks, Namespace) else list(callbacks)
         if self.command != "fit":  # a run's own config brings its training-only callbacks along
-            callbacks = [cb for cb in callbacks if str(getattr(cb, "class_path", "")) not in FIT_ONLY]
+            callbacks = [cb for cb in callbacks if not is_fit_only(cb)]
         monitor = cfg.model.get("init_args", Namespace()).get("monitor") if cfg.get("model") else None
         if self.command == "fit" and monitor and cfg.trainer.get("enable_checkpointing") is not False:
             if not any(is_monitored_checkpoint(cb) for cb in callbacks):
                 callbacks.append(
                     Namespace(
-                        class_path="tumorlab.callbacks.BestCheckpoint",
+                        class_path="tumorlab.training.callbacks.BestCheckpoint",
                         init_args=Namespace(monitor=monitor, mode=monitor_mode(monitor), filename="epoch{epoch:02d}"),
                     )
                 )
@@ -222,7 +227,7 @@ class TumorlabCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
         cfg = self.config[self.subcommand]
-        from tumorlab.evaluation.crossdata import adapt_task
+        from tumorlab.runs.crossdata import adapt_task
 
         mapping = adapt_task(self.model, self.datamodule)  # a model scored on other classes: before the checks
         if self.datamodule is not None:
@@ -262,7 +267,7 @@ class TumorlabCLI(LightningCLI):
                     self.run_dir, tested=str(self.tested) if self.tested else None, checkpoint=cfg.ckpt_path
                 )
             if self.tested is not None:
-                from tumorlab.evaluation.crossdata import evaluation_record
+                from tumorlab.runs.crossdata import evaluation_record
 
                 update_run_json(self.run_dir, **evaluation_record(self.tested, cfg.as_dict(), self.datamodule, mapping))
             self._wandb_hint()
@@ -342,7 +347,6 @@ class TumorlabCLI(LightningCLI):
         if self.trainer.world_size > 1:  # its predict pass runs in one process only
             print(f"tumorlab: note: for the full report run: tumorlab report {self.run_dir}", file=sys.stderr)
             return []
-        from tumorlab.commands.predict_run import run_predict
         from tumorlab.evaluation import write_report
 
         try:
@@ -380,3 +384,31 @@ def run_lightning_cli(args: list[str]) -> TumorlabCLI:
         return TumorlabCLI(args, tested=tested, user_args=user_args)
     finally:
         _finish_wandb()
+
+
+def run_command(argv: list[str]) -> int:
+    """Run ``tumorlab fit|validate|test|predict`` in this process (``--model CNN9`` shorthand included); return
+    its exit status: 0, or 2 after printing a user's error in one line (``tumorlab cv`` runs each fold so)."""
+    try:
+        run_lightning_cli(expand_model_shorthand(list(argv)))
+    except Exception as err:
+        return report_error(err)
+    return 0
+
+
+def run_predict(argv: list[str]) -> Path:
+    """Run ``tumorlab predict`` in this process as ``tumorlab.cli.main.main`` would; return its run folder.
+
+    ``TumorlabCLI`` is called directly, not through ``run_lightning_cli``: that one ends the active W&B run
+    when it returns, which would end the W&B run of a ``tumorlab test`` that writes its report at the end.
+    """
+    quiet_known_noise()
+    before = os.environ.get(RUN_DIR_ENV)
+    try:
+        args, tested = with_run_config(expand_model_shorthand(argv))
+        return Path(TumorlabCLI(args, tested=tested, user_args=argv).run_dir)
+    finally:  # the folder of the command that asked for the report stays the current one
+        if before is None:
+            os.environ.pop(RUN_DIR_ENV, None)
+        else:
+            os.environ[RUN_DIR_ENV] = before

@@ -10,9 +10,43 @@ import difflib
 import importlib
 import inspect
 import re
+import sys
 from collections.abc import Iterable
 
-__all__ = ["command_options", "one_line"]
+from tumorlab.errors import TumorlabError
+
+__all__ = ["command_options", "error_line", "one_line", "report_error", "user_error"]
+
+
+def error_line(err: BaseException) -> str:
+    """The error's own message; for one re-raised from a DataLoader worker, the last line of its traceback."""
+    text = str(err)
+    if "\nOriginal Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return text
+
+
+def user_error(err: BaseException | None) -> TumorlabError | None:
+    """The ``TumorlabError`` that ``err`` is or was caused by (jsonargparse wraps errors raised while it
+    instantiates classes), or ``None``: an error of the user's, reported in one line, not a traceback."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, TumorlabError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def report_error(err: Exception) -> int:
+    """Print a user's error (``user_error``) as ``tumorlab: error: <one line>`` and return exit status 2;
+    re-raise any other error (a bug shows its traceback)."""
+    cause = user_error(err)
+    if cause is None:
+        raise err
+    print(f"tumorlab: error: {error_line(cause)}", file=sys.stderr)
+    return 2
 
 
 def _class_parameters(class_path: str) -> list[str]:

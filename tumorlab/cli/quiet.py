@@ -1,6 +1,6 @@
 """Known, harmless noise that the ``tumorlab`` command silences while it runs a command.
 
-Called by ``tumorlab.cli.main`` only, never on import: importing ``tumorlab.models`` or ``tumorlab.data`` in
+Called by the ``tumorlab`` command only, never on import: importing ``tumorlab.models`` or ``tumorlab.data`` in
 another project leaves that project's warnings and logging as they were.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import warnings
 
-__all__ = ["quiet_known_noise"]
+__all__ = ["quiet_known_noise", "quiet_trainers"]
 
 # (message regex, why it is noise for a tumorlab user)
 _WARNINGS = (
@@ -37,6 +37,8 @@ def quiet_known_noise() -> None:
     """Silence the warnings and log lines above for the rest of this process (a tumorlab command)."""
     for message, _ in _WARNINGS:
         warnings.filterwarnings("ignore", message=message)
+    # a config naming a module by its pre-0.2 path: say so once (Python hides DeprecationWarning by default)
+    warnings.filterwarnings("default", category=DeprecationWarning, message=r"tumorlab\.\S+ moved to ")
     # Lightning's advertisement for its cloud logger, printed by every Trainer
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropMessages("💡 Tip"))
     try:
@@ -45,3 +47,10 @@ def quiet_known_noise() -> None:
         return
     # OpenCV logs its own warning for every unreadable file; tumorlab reports each as one DataError instead
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
+
+def quiet_trainers() -> None:
+    """The prune/bench/export/predict-images commands build Trainers of their own: keep their info lines out."""
+    quiet_known_noise()
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)

@@ -1,0 +1,57 @@
+"""The module paths that configs and run folders saved before the package layout moved still import, for one
+release: each old name is the new module under another name, and warns naming the new path."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import pytest
+
+import tumorlab
+from tests.conftest import REPO
+
+
+@pytest.mark.parametrize(("old", "new"), sorted(tumorlab.MOVED_MODULES.items()))
+def test_an_old_module_path_is_the_new_module_and_warns(old, new, monkeypatch):
+    monkeypatch.delitem(sys.modules, old, raising=False)
+    with pytest.warns(DeprecationWarning, match=f"{old} moved to {new}"):
+        alias = importlib.import_module(old)
+    module = importlib.import_module(new)
+    public = getattr(module, "__all__", None) or [n for n in vars(module) if not n.startswith("_")]
+    assert public
+    assert all(getattr(alias, name) is getattr(module, name) for name in public)
+
+
+def test_the_old_run_folder_helpers_forward_with_a_warning():
+    from tumorlab.runs import folders
+
+    with pytest.warns(DeprecationWarning, match="tumorlab.runs.folders.find_checkpoint"):
+        from tumorlab.runs import find_checkpoint
+    assert find_checkpoint is folders.find_checkpoint
+    with pytest.raises(AttributeError):
+        tumorlab.runs.no_such_name  # noqa: B018
+
+
+def test_a_config_naming_old_class_paths_still_runs_through_the_cli(cli, tmp_path, lgg_phantom, monkeypatch):
+    for old in ("tumorlab.callbacks", "tumorlab.loggers"):
+        monkeypatch.delitem(sys.modules, old, raising=False)
+    old_style = tmp_path / "old.yaml"
+    old_style.write_text(
+        "trainer:\n"
+        "  callbacks:\n"
+        "    - class_path: tumorlab.callbacks.FiniteGuard\n"
+        "  logger:\n"
+        "    class_path: tumorlab.loggers.WandbLogger\n"
+        "    init_args: {project: tumorlab, offline: true}\n"
+    )
+    with pytest.warns(DeprecationWarning, match="tumorlab.training.callbacks"):
+        result = cli(
+            "fit", "--config", str(REPO / "configs" / "demo.yaml"), "--config", str(old_style),
+            "--data.root", str(lgg_phantom), "--print_config",
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    # the config a run saves names the classes where they live now: it still loads once the old names are gone
+    assert "tumorlab.training.callbacks.FiniteGuard" in result.stdout
+    assert "tumorlab.training.loggers.WandbLogger" in result.stdout
+    assert "class_path: tumorlab.callbacks." not in result.stdout
