@@ -90,6 +90,20 @@ TINY_UNET = [
 ]
 
 
+@pytest.fixture(scope="session")
+def cnn9_run(lgg_phantom, tmp_path_factory) -> Path:
+    """A CNN9 (width 8) fitted for two batches at 32 px on the LGG phantom, shared by the tests of the commands
+    that take a trained run (prune, export, predict-images): they write beside it or to their own --out, never
+    into it."""
+    from tumorlab.cli.main import main
+
+    root = tmp_path_factory.mktemp("cnn9_runs")
+    args = ["fit", "--config", str(REPO / "configs/experiments/lgg_cnn9.yaml"), *FAST_TRAINER]
+    args += ["--data.root", str(lgg_phantom), "--data.image_size", "32", "--model.net.init_args.width", "8"]
+    assert main([*args, "--run.root", str(root), "--run.name", "cnn9"]) == 0
+    return only_run_dir(root, "cnn9")
+
+
 def only_run_dir(root: Path, name: str) -> Path:
     """The single run folder of experiment ``name`` under ``root`` (fails if there are several)."""
     (run_dir,) = (root / name).iterdir()

@@ -202,6 +202,7 @@ def test_audit_of_a_manifest_with_a_test_split(folders_phantom, tmp_path, cli):
     assert "split=test" in cli("audit", str(tmp_path / "m.csv"), cwd=tmp_path).stdout
 
 
+@pytest.mark.slow  # reads and hashes all 2,870 real images (about 10 s)
 def test_audit_of_the_real_four_class_folder(real_data, tmp_path, cli):
     root = real_data / "brain-tumor-classification" / "Training"
     r = cli("audit", str(root), "--json", cwd=tmp_path)
@@ -224,6 +225,7 @@ def test_audit_of_the_real_four_class_folder(real_data, tmp_path, cli):
     assert report["warnings"] == []
 
 
+@pytest.mark.slow  # reads all 1,229 real slices and their masks (about 5 s)
 def test_audit_of_the_real_lgg_folder(real_data, tmp_path, cli):
     root = real_data / "lgg-mri-segmentation"
     report = _audit_json(cli, root, tmp_path)

@@ -118,21 +118,14 @@ def test_score_cam_runs_on_a_small_network():
 # --- tumorlab cam on trained runs -------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory, lgg_phantom):
-    """CNN9 after two batches at 32 px (about 1 s): a run to draw overlays of, not one that has learnt much."""
-    from tumorlab.cli.main import main
-
-    root = tmp_path_factory.mktemp("cam_quick")
-    config = str(REPO / "configs/experiments/lgg_cnn9.yaml")
-    args = ["--data.root", str(lgg_phantom), "--data.image_size", "32", "--run.root", str(root), "--run.name", "q"]
-    code = main(["fit", "--config", config, *FAST_TRAINER, *args])
-    assert code == 0
-    return only_run_dir(root, "q")
+@pytest.fixture
+def quick_run(cnn9_run):
+    """The shared CNN9 after two batches at 32 px: a run to draw overlays of, not one that has learnt much."""
+    return cnn9_run
 
 
 @pytest.fixture(scope="module")
-def cnn9_run(tmp_path_factory, lgg_phantom):
+def trained_cnn9(tmp_path_factory, lgg_phantom):
     """CNN9 trained on the phantom at 64 px for 10 short epochs (about 10 s): enough to find the tumours."""
     from tumorlab.cli.main import main
 
@@ -148,9 +141,9 @@ def cnn9_run(tmp_path_factory, lgg_phantom):
 
 
 @pytest.mark.slow  # 10 s of training unloaded, twice that on a busy 2-core machine
-def test_trained_cnn9_points_at_the_tumour_above_chance(cnn9_run, tmp_path, cli):
+def test_trained_cnn9_points_at_the_tumour_above_chance(trained_cnn9, tmp_path, cli):
     out = tmp_path / "cam"
-    result = cli("cam", "--ckpt_path", str(cnn9_run), "--out", str(out), "--score")
+    result = cli("cam", "--ckpt_path", str(trained_cnn9), "--out", str(out), "--score")
     assert result.returncode == 0, result.stderr
     scores = json.loads((out / "localisation.json").read_text())
     assert scores["slices"] >= 5 and scores["tolerance_px"] == 3

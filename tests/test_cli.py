@@ -38,8 +38,8 @@ def test_help_lists_every_command_without_heavy_imports(tmp_path):
     assert out.stdout.strip() == "[]"
 
 
-def test_synth_cli_writes_both_layouts(tmp_path):
-    r = run_cli(
+def test_synth_cli_writes_both_layouts(tmp_path, cli):
+    r = cli(
         "synth",
         "--layout",
         "lgg",
@@ -56,7 +56,7 @@ def test_synth_cli_writes_both_layouts(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert len(list((tmp_path / "lgg" / "kaggle_3m").iterdir())) == 4  # 3 cases + data.csv
-    r = run_cli(
+    r = cli(
         "synth",
         "--layout",
         "folders",
@@ -72,7 +72,7 @@ def test_synth_cli_writes_both_layouts(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert len(list((tmp_path / "mri4" / "Training").rglob("*.jpg"))) == 8
-    again = run_cli("synth", "--layout", "lgg", "--out", "lgg", cwd=tmp_path)
+    again = cli("synth", "--layout", "lgg", "--out", "lgg", cwd=tmp_path)
     assert again.returncode == 2 and "not empty" in again.stderr
 
 

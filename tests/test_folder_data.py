@@ -152,6 +152,7 @@ def test_weighted_sampler_balances_classes(download, tmp_path):
     assert np.abs(share - 0.25).max() < 0.05, share
 
 
+@pytest.mark.slow  # scans and hashes the 2,870 real images (about 5 s)
 def test_real_four_class_folder(real_data):
     root = real_data / "brain-tumor-classification" / "Training"
     dm = FolderDataModule(str(root), duplicates="exact", cache="none", **TINY)

@@ -94,6 +94,7 @@ def test_datamodule_batches(lgg_phantom):
         assert int(ds[i]["label"]) == int(read_mask(ds.slices[i].mask).any())
 
 
+@pytest.mark.slow  # reads the 1,229 real slices (about 4 s)
 def test_real_lgg_sample(real_data):
     root = real_data / "lgg-mri-segmentation"
     slices = scan_kaggle_3m(root)

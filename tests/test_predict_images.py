@@ -22,13 +22,6 @@ def _fit(config: str, root: Path, name: str, lgg_phantom: Path, *extra: str) -> 
 
 
 @pytest.fixture(scope="module")
-def cnn9_run(lgg_phantom, tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("pi_runs")
-    return _fit("configs/experiments/lgg_cnn9.yaml", root, "cnn9", lgg_phantom, "--data.image_size", "32",
-                "--model.net.init_args.width", "8")  # fmt: skip
-
-
-@pytest.fixture(scope="module")
 def images(lgg_phantom, tmp_path_factory) -> Path:
     """One phantom patient's slices (no masks) and one corrupt file, in a folder of their own."""
     folder = tmp_path_factory.mktemp("images")

@@ -47,15 +47,6 @@ def _outputs(out) -> list[torch.Tensor]:
     return list(out) if isinstance(out, tuple) else [out]
 
 
-@pytest.fixture(scope="module")
-def cnn9_run(lgg_phantom, tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("prune_runs")
-    args = ["fit", "--config", str(REPO / "configs/experiments/lgg_cnn9.yaml"), *FAST_TRAINER]
-    args += ["--data.root", str(lgg_phantom), "--data.image_size", "32", "--model.net.init_args.width", "8"]
-    assert main([*args, "--run.root", str(root), "--run.name", "cnn9"]) == 0
-    return only_run_dir(root, "cnn9")
-
-
 @pytest.mark.parametrize("sparsity", [0.3, 0.5, 0.9])
 @pytest.mark.parametrize("name", ["cnn9", "unet"])
 def test_magnitude_sparsity_equals_the_request(name, sparsity):

@@ -55,12 +55,14 @@ class LoggedSaveConfigCallback(SaveConfigCallback):
     (W&B shows it under the run's config as ``cli_config``)."""
 
     def save_config(self, trainer, pl_module, stage: str) -> None:
-        config = self.parser.dump(self.config, skip_none=False, format="yaml")
+        loggers = [logger for logger in trainer.loggers if isinstance(logger, Logger)]
+        if not loggers:  # the dump costs about as much as a tiny fit's training steps: only for a logger
+            return
         import yaml
 
-        for logger in trainer.loggers:
-            if isinstance(logger, Logger):
-                logger.log_hyperparams({"cli_config": yaml.safe_load(config)})
+        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False, format="yaml"))
+        for logger in loggers:
+            logger.log_hyperparams({"cli_config": config})
 
 
 class TumorlabCLI(LightningCLI):
@@ -74,6 +76,7 @@ class TumorlabCLI(LightningCLI):
     def __init__(self, args: list[str], tested: Path | None = None, user_args: list[str] | None = None) -> None:
         self.argv = list(user_args if user_args is not None else args)  # as typed, for run.json
         self.tested = tested  # the run folder that validate/test/predict evaluates, when known
+        self._requested = args[0] if args and args[0] in LightningCLI.subcommands() else None
         super().__init__(
             model_class=LightningModule,
             datamodule_class=LightningDataModule,
@@ -87,6 +90,11 @@ class TumorlabCLI(LightningCLI):
             parser_kwargs={"exit_on_error": False, "allow_abbrev": False},
             args=args,
         )
+
+    def subcommands(self) -> dict[str, set[str]]:
+        """Only the subcommand being run gets a parser: building all four costs a third of a tiny fit."""
+        every = LightningCLI.subcommands()
+        return {self._requested: every[self._requested]} if self._requested else every
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--run.root", type=str, default="runs", help="folder that holds all run folders")

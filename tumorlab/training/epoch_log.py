@@ -86,10 +86,7 @@ def plot_curves(metrics_csv: str | Path, monitor: str | None = None, png_path: s
 
     Returns the PNG's path (default: ``curves.png`` beside the CSV), or ``None`` when there is nothing to draw.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's matplotlib backend stays as it was
     from matplotlib.ticker import MaxNLocator
 
     with open(metrics_csv, newline="") as f:
@@ -103,19 +100,24 @@ def plot_curves(metrics_csv: str | Path, monitor: str | None = None, png_path: s
 
     if not any(series(f"{split}/{m}")[0] for m in panels for split in ("train", "val")):
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), dpi=120, squeeze=False)
+    fig = Figure(figsize=(5 * len(panels), 3.6), dpi=120)
+    axes = fig.subplots(1, len(panels), squeeze=False)
+    epochs = sorted({int(r["epoch"]) + 1 for r in rows})
     for ax, metric in zip(axes[0], panels, strict=True):
         for split, style in (("train", "-o"), ("val", "-s")):
             x, y = series(f"{split}/{metric}")
             if x:
                 ax.plot(x, y, style, markersize=3, label=split)
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(epochs) <= 10:  # whole epochs only, also around a single point (a one-epoch run)
+            ax.set_xticks(epochs)
+            ax.set_xlim(epochs[0] - 0.5, epochs[-1] + 0.5)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(metric)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.2 / len(panels), right=0.98, bottom=0.15, top=0.9, wspace=0.3)  # tight_layout: 2x
     png_path = Path(png_path) if png_path else Path(metrics_csv).with_name("curves.png")
     fig.savefig(png_path)
-    plt.close(fig)
     return png_path
