@@ -20,6 +20,12 @@ from tumorlab.cli.main import main
 
 CONFIGS = REPO / "configs"
 FULL = sorted([CONFIGS / "demo.yaml", *(CONFIGS / "experiments").glob("*.yaml")])
+# An experiment `experiments/X.yaml` with a folder `experiments/X/` of overlays: each overlay composes with it
+# (`--config X.yaml --config X/overlay.yaml`) into a study of its own, named `X_<overlay>`.
+OVERLAID = sorted(
+    (base, overlay) for base in FULL if base.with_suffix("").is_dir() for overlay in base.with_suffix("").glob("*.yaml")
+)
+COMPOSED = [[path] for path in FULL] + [list(pair) for pair in OVERLAID]
 MODEL_FRAGMENTS = sorted((CONFIGS / "model").glob("*.yaml"))
 # ddp.yaml starts several processes: tests/test_scale.py runs it with two CPU processes.
 DDP_FRAGMENT = CONFIGS / "trainer" / "ddp.yaml"
@@ -35,7 +41,14 @@ def _rel(path: Path) -> str:
 
 def test_every_config_file_is_covered():
     every = set(CONFIGS.rglob("*.yaml"))
-    tested = set(FULL) | set(MODEL_FRAGMENTS) | set(TRAINER_FRAGMENTS) | set(DATA_FRAGMENTS) | {DDP_FRAGMENT}
+    tested = (
+        set(FULL)
+        | {overlay for _, overlay in OVERLAID}
+        | set(MODEL_FRAGMENTS)
+        | set(TRAINER_FRAGMENTS)
+        | set(DATA_FRAGMENTS)
+        | {DDP_FRAGMENT}
+    )
     assert every == tested, f"untested configs: {sorted(map(_rel, every - tested))}"
 
 
@@ -85,11 +98,39 @@ def _fast_dev_run(configs: list[Path], cfg: dict, phantoms, tmp_path) -> None:
     assert record["parameters"]["trainable"] > 0 and record["train_time_s"] > 0
 
 
-@pytest.mark.parametrize("path", FULL, ids=_rel)
-def test_full_config_parses_and_keeps_to_its_study(path, capsys):
-    cfg = yaml.safe_load(path.read_text())
+def _ids(configs: list[Path]) -> str:
+    return "+".join(map(_rel, configs))
+
+
+def _merged(configs: list[Path]) -> dict:
+    """The configs' YAML merged as several --config merge them (later keys win, nested mappings merge)."""
+
+    def merge(a: dict, b: dict) -> dict:
+        out = dict(a)
+        for k, v in b.items():
+            out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        return out
+
+    cfg: dict = {}
+    for path in configs:
+        cfg = merge(cfg, yaml.safe_load(path.read_text()))
+    return cfg
+
+
+def test_overlays_are_short_and_say_only_what_differs():
+    assert OVERLAID, "configs/experiments/remind/ holds one overlay per backbone"
+    for _, overlay in OVERLAID:
+        text = yaml.safe_load(overlay.read_text())
+        assert set(text) <= {"run", "model", "trainer"} and len(overlay.read_text().splitlines()) <= 15, overlay
+        assert "data" not in text and "class_path" not in text.get("model", {}), "the base names task and data"
+
+
+@pytest.mark.parametrize("configs", COMPOSED, ids=_ids)
+def test_full_config_parses_and_keeps_to_its_study(configs, capsys):
+    path = configs[-1]
+    cfg = _merged(configs)
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", str(path), "--print_config"])
+        main(["fit", *(a for c in configs for a in ("--config", str(c))), "--print_config"])
     assert exit_info.value.code in (0, None)
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["class_path"] == cfg["model"]["class_path"]
@@ -102,13 +143,16 @@ def test_full_config_parses_and_keeps_to_its_study(path, capsys):
     callbacks = {c["class_path"].rsplit(".", 1)[-1]: c.get("init_args") or {} for c in printed["trainer"]["callbacks"]}
     assert callbacks["BestCheckpoint"]["monitor"] == monitor and {"RNGState", "ResumeCheckpoint"} <= set(callbacks)
     if "experiments" in path.parts:
-        assert cfg["run"]["name"] == path.stem and cfg["run"]["tags"]
+        name = path.stem if len(configs) == 1 else f"{configs[0].stem}_{path.stem}"
+        assert cfg["run"]["name"] == printed["run"]["name"] == name and cfg["run"]["tags"]
+        net = printed["model"]["init_args"]["net"]["init_args"]
+        assert all(net[k] == v for k, v in cfg["model"]["init_args"]["net"].get("init_args", {}).items())
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", FULL, ids=_rel)
-def test_full_config_runs_one_step(path, phantoms, tmp_path):
-    _fast_dev_run([path], yaml.safe_load(path.read_text()), phantoms, tmp_path)
+@pytest.mark.parametrize("configs", COMPOSED, ids=_ids)
+def test_full_config_runs_one_step(configs, phantoms, tmp_path):
+    _fast_dev_run(configs, _merged(configs), phantoms, tmp_path)
 
 
 def _lgg_base(tmp_path: Path, task: str) -> tuple[Path, dict]:
