@@ -258,3 +258,17 @@ def test_prune_command_refuses_bad_input(cnn9_run, cli, tmp_path):
     ckpt = next((other / "checkpoints").glob("epoch*.ckpt"))
     result = cli("prune", "--ckpt_path", str(ckpt), "--sparsity", "0.5")
     assert result.returncode == 2 and "another model type" in result.stderr
+
+
+def test_a_pruned_model_records_trainable_and_total_parameters_apart(cnn9_run, tmp_path):
+    from tumorlab.compression.study import _save
+
+    run = load_run(cnn9_run)
+    next(iter(run.task.net.parameters())).requires_grad_(False)  # a frozen first layer, as fine-tuning has
+    magnitude_prune(run.task.net, 0.5)
+    _save(run.task, run, tmp_path / "s0.50", "magnitude", 0.5, {}, None)
+    counts = json.loads((tmp_path / "s0.50" / "run.json").read_text())["parameters"]
+    params = list(run.task.parameters())
+    assert counts["total"] == sum(p.numel() for p in params)
+    assert counts["trainable"] == sum(p.numel() for p in params if p.requires_grad) < counts["total"]
+    assert counts["nonzero"] == sum(int((p != 0).sum()) for p in params) < counts["total"]

@@ -204,9 +204,18 @@ def _save(task, run: LoadedRun, folder: Path, method: str, sparsity: float, metr
         sparsity=sparsity,
         best_checkpoint=str(ckpt.resolve()),
         test_metrics={f"test/{k}": v for k, v in metrics.items()},
-        parameters={"total": parameter_counts(task)[0], "trainable": parameter_counts(task)[0]},
+        parameters={**_counts(task), "nonzero": parameter_counts(task)[1]},
     )
     return ckpt
+
+
+def _counts(task) -> dict[str, int]:
+    """``total`` and ``trainable`` (``requires_grad``) parameters, counted as a fit counts them for run.json."""
+    counts = getattr(task, "parameter_counts", None)
+    if callable(counts):
+        return counts()
+    params = list(task.parameters())
+    return {"total": sum(p.numel() for p in params), "trainable": sum(p.numel() for p in params if p.requires_grad)}
 
 
 def _latency(net, run: LoadedRun, n_threads: int) -> float:
