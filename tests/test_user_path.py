@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import pytest
 
@@ -107,6 +108,25 @@ def test_a_log_file_gets_one_line_per_epoch_and_metrics_csv_one_row_per_epoch(cl
     assert not any(k.endswith("_step") for k in rows[0]), "epoch values only"
     png = (run_dir / "curves.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
+def test_fit_prints_a_one_line_model_summary_and_no_accelerator_noise(cli, tmp_path, lgg_phantom, caplog):
+    import logging
+
+    handler = caplog.handler  # Lightning's loggers do not propagate to the root logger
+    logging.getLogger("lightning.pytorch").addHandler(handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="lightning.pytorch"):
+            args = ["fit", "--config", DEMO, *FAST_TRAINER, "--data.root", str(lgg_phantom)]
+            r = cli(*args, "--data.image_size", "32", "--run.root", str(tmp_path), cwd=tmp_path)
+    finally:
+        logging.getLogger("lightning.pytorch").removeHandler(handler)
+    assert r.returncode == 0, r.stderr[-2000:]
+    shown = [rec.getMessage() for rec in caplog.records if rec.name.startswith("lightning.pytorch")]
+    shown += (r.stdout + r.stderr).splitlines()
+    assert [m for m in shown if re.fullmatch(r"UNetWithClassifier: [\d,]+ trainable of [\d,]+ parameters", m)]
+    assert not [m for m in shown if "Trainable params" in m or "FLOPs" in m], "no model-summary table by default"
+    assert not [m for m in shown if m.startswith(("GPU available: False", "TPU available: False"))]
 
 
 def test_fit_help_is_short_and_says_where_the_rest_is(cli):

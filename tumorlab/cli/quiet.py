@@ -40,7 +40,10 @@ def quiet_known_noise() -> None:
     # a config naming a module by its pre-0.2 path: say so once (Python hides DeprecationWarning by default)
     warnings.filterwarnings("default", category=DeprecationWarning, message=r"tumorlab\.\S+ moved to ")
     # Lightning's advertisement for its cloud logger, printed by every Trainer
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropMessages("💡 Tip"))
+    # and its accelerator lines where there is none to use (a GPU that is there is still reported)
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        _DropMessages("💡 Tip", "GPU available: False", "TPU available: False", "HPU available: False")
+    )
     try:
         import cv2
     except ImportError:  # pragma: no cover - opencv is a dependency
