@@ -44,14 +44,16 @@ demo: $(BIN)/.tumorlab-installed $(DEMO_DATA)/kaggle_3m/data.csv
 
 # pytest exits 5 when it collected no test: that is a failure, not a pass.
 # Two worker processes (pytest-xdist), one thread each: 4 min 50 s instead of about 8 min serial on 2 cores.
+# --dist loadscope keeps a module's tests on one worker, so a module's trained run is built once, not per worker.
+PYTEST_DIST := -n 2 --dist loadscope
 test: $(BIN)/.tumorlab-dev-installed
-	@OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 $(PYTEST_ARGS); rc=$$?; \
+	@OMP_NUM_THREADS=1 $(BIN)/python -m pytest $(PYTEST_DIST) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 # The quick tier for many runs a day: everything but the tests marked slow (DDP, SIGKILL resume, every config),
 # on two worker processes (pytest-xdist), one thread each (two threads each would oversubscribe two cores).
 test-fast: $(BIN)/.tumorlab-dev-installed
-	@OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m "not slow" -n 2 $(PYTEST_ARGS); rc=$$?; \
+	@OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m "not slow" $(PYTEST_DIST) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 # The benchmarks, one after another (about 1.5-2 h on 2 idle cores), each writing its JSON record (machine, versions,
