@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
 
 import pytest
 
@@ -37,6 +38,33 @@ def test_test_without_a_config_evaluates_the_run_as_trained(trained, cli):
     assert record["tested"] == str(trained) and record["preprocessing"]["image_size"] == 48
     after_fit = _record(trained)["test_metrics"]
     assert record["test_metrics"] == pytest.approx(after_fit, abs=1e-6), "the same numbers as test_after_fit"
+
+
+def test_test_of_an_experiment_folder_takes_its_newest_finished_fit(trained, cli, tmp_path):
+    experiment = tmp_path / "demo"  # runs/<name>/ as a user types it: a copy holding an older and an unfinished fit
+    shutil.copytree(trained, experiment / "2000-01-01_00-00-00_fit")
+    shutil.copytree(trained, experiment / trained.name)
+    unfinished = experiment / "2999-01-01_00-00-00_fit"
+    shutil.copytree(trained, unfinished)
+    record = _record(unfinished)
+    del record["epochs"]  # a fit that never ended (killed) records no epochs
+    (unfinished / "run.json").write_text(json.dumps(record))
+    r = cli("test", "--ckpt_path", str(experiment), "--trainer.logger", "false", "--run.report", "false")
+    assert r.returncode == 0, r.stderr[-2000:]
+    newest = (experiment / trained.name).resolve()
+    assert f"evaluating its newest finished fit {newest}" in r.stderr
+    (test_dir,) = [p for p in experiment.iterdir() if p.name.endswith("_test")]
+    assert _record(test_dir)["tested"] == str(newest)
+
+
+def test_an_experiment_folder_without_a_finished_fit_lists_its_runs(cli, tmp_path):
+    folder = tmp_path / "demo" / "2000-01-01_00-00-00_fit"
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_text(json.dumps({"command": "fit"}))
+    (folder / "config.yaml").write_text("model: {}\n")
+    r = cli("test", "--ckpt_path", str(tmp_path / "demo"))
+    assert r.returncode == 2
+    assert "no finished fit among its run folders (2000-01-01_00-00-00_fit)" in r.stderr
 
 
 def test_a_config_that_changes_the_numbers_is_refused(trained, cli, lgg_phantom):

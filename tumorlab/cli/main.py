@@ -35,7 +35,8 @@ common keys:
   --run.name NAME               runs go to <run.root>/<name>/<time>_{command}/ (--run.root, default runs)
   --run.test_after_fit true     fit: test the best checkpoint when training ends
   --ckpt_path RUN_OR_CKPT       fit: resume (last, a run folder, a file); validate/test/predict: evaluate a run
-                                folder with its own config.yaml, no --config needed
+                                folder with its own config.yaml, no --config needed (runs/NAME: its newest
+                                finished fit)
   --print_config                print the fully resolved config and exit
 
 list a part's options:

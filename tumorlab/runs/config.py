@@ -22,7 +22,14 @@ import yaml
 
 from tumorlab.errors import ConfigError
 
-__all__ = ["RESULT_KEYS", "check_against_run", "ckpt_argument", "run_folder_of", "with_run_config"]
+__all__ = [
+    "RESULT_KEYS",
+    "check_against_run",
+    "ckpt_argument",
+    "newest_finished_fit",
+    "run_folder_of",
+    "with_run_config",
+]
 
 # Config keys whose value changes what a model computes on the test data.
 RESULT_KEYS = (
@@ -70,9 +77,47 @@ def with_run_config(argv: list[str]) -> tuple[list[str], Path | None]:
     if ckpt and ckpt not in ("best", "last", "hpc", "registry") and not Path(ckpt).exists():
         raise ConfigError(f"--ckpt_path {ckpt}: no such checkpoint file or run folder")
     run = run_folder_of(ckpt)
+    if run is None and ckpt and Path(ckpt).is_dir():
+        run = newest_finished_fit(Path(ckpt))
+        if run is not None:
+            print(f"tumorlab: note: --ckpt_path {ckpt} holds several runs; evaluating its newest finished fit {run}",
+                  file=sys.stderr)  # fmt: skip
+            argv = _with_ckpt(argv, str(run))
     if run is None:
         return argv, None
     return [argv[0], "--config", str(run / "config.yaml"), *argv[1:]], run
+
+
+def newest_finished_fit(folder: Path) -> Path | None:
+    """The newest fit run folder under an experiment's folder (``runs/<name>``) that finished (its run.json records
+    the epochs trained), or ``None`` where ``folder`` holds no run folders; a folder with runs but no finished fit
+    is a ``ConfigError`` listing them."""
+    runs = sorted(p for p in folder.iterdir() if (p / "run.json").is_file() and (p / "config.yaml").is_file())
+    if not runs:
+        return None
+    finished = [p for p in runs if _finished_fit(p)]
+    if not finished:
+        names = ", ".join(p.name for p in runs)
+        raise ConfigError(f"--ckpt_path {folder}: no finished fit among its run folders ({names}); name one of them")
+    return max(finished, key=lambda p: p.name).resolve()  # folder names start with their time: the newest sorts last
+
+
+def _finished_fit(run: Path) -> bool:
+    try:
+        record = json.loads((run / "run.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return record.get("command") == "fit" and record.get("epochs") is not None  # epochs: written when fit ends
+
+
+def _with_ckpt(argv: list[str], value: str) -> list[str]:
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--ckpt_path" and i + 1 < len(out):
+            out[i + 1] = value
+        elif arg.startswith("--ckpt_path="):
+            out[i] = f"--ckpt_path={value}"
+    return out
 
 
 def _get(tree: Any, key: str) -> Any:
