@@ -144,7 +144,11 @@ def test_fit_prints_a_one_line_model_summary_and_no_accelerator_noise(cli, tmp_p
     handler = caplog.handler  # Lightning's loggers do not propagate to the root logger
     logging.getLogger("lightning.pytorch").addHandler(handler)
     try:
-        with caplog.at_level(logging.INFO, logger="lightning.pytorch"):
+        # (an earlier prune/export command in this process may have raised rank_zero's level: reset it here)
+        with (
+            caplog.at_level(logging.INFO, logger="lightning.pytorch"),
+            caplog.at_level(logging.INFO, logger="lightning.pytorch.utilities.rank_zero"),
+        ):
             args = ["fit", "--config", DEMO, *FAST_TRAINER, "--data.root", str(lgg_phantom)]
             r = cli(*args, "--data.image_size", "32", "--run.root", str(tmp_path), cwd=tmp_path)
     finally:
