@@ -273,6 +273,7 @@ class TumorData:
                 self.with_mask,
                 patients,
                 split=name,
+                mask_channels=getattr(self, "mask_channels", 1),
             )
             for name in SPLITS
         }
