@@ -113,6 +113,7 @@ class TumorData:
     num_classes: int
     class_names: list[str]
     with_mask: bool = False
+    mask_channels: int = 1  # channels of ``mask``: 1 tumour mask; volumes: one per region of the label map
 
     def __init__(
         self,
@@ -273,7 +274,7 @@ class TumorData:
                 self.with_mask,
                 patients,
                 split=name,
-                mask_channels=getattr(self, "mask_channels", 1),
+                mask_channels=self.mask_channels,
             )
             for name in SPLITS
         }
