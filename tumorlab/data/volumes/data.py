@@ -132,6 +132,7 @@ class VolumeData(TumorData):
                 s.class_name = by_subject.get(s.id, s.class_name)
         self.modalities = list(modalities) if modalities else list(subjects[0].images)
         self.skipped_subjects: list[tuple[str, str]] = []
+        self.label_values: dict[str, list[int]] = {}  # voxel values of each label volume decoded (audit)
         self.subjects, self.grids = self._check_subjects(subjects)
         self.channels, self.in_channels = list(range(len(self.modalities))), len(self.modalities)
         self._set_classes(classes, label_source)
@@ -269,6 +270,8 @@ class VolumeData(TumorData):
     def _slices_of(self, subject: Subject, spec: VolumeSpec) -> tuple:
         raw, label = decode_subject(subject, self.modalities, self.with_mask or self.label_source == "tumour")
         volume_sha = hashlib.sha256(raw.tobytes()).hexdigest()
+        if label is not None:
+            self.label_values[subject.id] = [int(v) if float(v).is_integer() else float(v) for v in np.unique(label)]
         channels = []
         for m, name in enumerate(self.modalities):
             u8, clipped = normalise(raw[..., m], self.intensity, subject.images[name].describe(), self.value_range)
