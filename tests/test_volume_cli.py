@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 
 from tumorlab.synth.volumes import VOLUME_LAYOUTS
 
@@ -61,3 +63,41 @@ def test_audit_names_a_missing_datalist_file(cli, tmp_path):
     r = cli("audit", str(path))
     assert r.returncode != 0
     assert f"tumorlab: error: {path}, training[0], image[2]: file {gone} does not exist" in r.stderr
+
+
+@pytest.mark.slow
+def test_brats_experiment_runs_end_to_end_with_3d_report_and_nifti_masks(cli, tmp_path):
+    """configs/experiments/brats_unet_multitask.yaml on LPS-stored phantoms: fit, test, 3D report, predict."""
+    from tests.conftest import FAST_TRAINER, REPO, TINY_UNET
+
+    root = tmp_path / "brats"
+    cli("synth", "--layout", "brats", "--out", str(root), "--subjects", "6", "--volume-size", "32",
+        "--volume-slices", "12", "--orientation", "LPS")  # fmt: skip
+    config = REPO / "configs" / "experiments" / "brats_unet_multitask.yaml"
+    r = cli("fit", "--config", str(config), *FAST_TRAINER, *TINY_UNET, "--data.root", str(root), "--run.report", "true",
+            "--run.test_after_fit", "true", "--run.root", str(tmp_path / "runs"), "--trainer.max_epochs", "1",
+            cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    (fit,) = (tmp_path / "runs" / "brats_unet_multitask").iterdir()
+    metrics = json.loads((fit / "metrics.json").read_text())
+    regions = metrics["volumes"]["regions"]
+    assert list(regions) == ["whole_tumour", "tumour_core", "enhancing"]
+    rows = list(csv.DictReader(open(fit / "volumes.csv")))
+    test_subjects = {row["subject"] for row in rows}
+    assert len(rows) == 3 * len(test_subjects) and all(0 <= float(row["dice"]) <= 1 for row in rows)
+    assert regions["whole_tumour"]["dice_mean"] == pytest.approx(
+        np.mean([float(row["dice"]) for row in rows if row["region"] == "whole_tumour"])
+    )
+    assert "## Per volume (3D)" in (fit / "report.md").read_text()
+    p = cli("predict", "--ckpt_path", str(fit), "--trainer.logger", "false", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    (masks,) = (tmp_path / "runs" / "brats_unet_multitask").glob("*_predict/masks")
+    written = sorted(masks.glob("*.nii.gz"))
+    assert [w.name for w in written] == [f"{s}.nii.gz" for s in sorted(test_subjects)]
+    for path in written:
+        subject = path.name.removesuffix(".nii.gz")
+        source = nib.load(root / subject / f"{subject}_flair.nii.gz")
+        mask = nib.load(path)
+        assert nib.aff2axcodes(mask.affine) == ("L", "P", "S")
+        np.testing.assert_allclose(mask.affine, source.affine, atol=1e-6)
+        assert mask.shape == source.shape and set(np.unique(np.asarray(mask.dataobj))) <= {0, 1, 2, 4}

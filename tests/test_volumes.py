@@ -240,3 +240,17 @@ def test_datalist_with_free_names_validation_and_test_entries(phantoms, tmp_path
         "test": ["Phantom_003"],
     }
     assert dm.subject("Phantom_003").images["flair"].path.name == flair_of_third
+
+
+def test_normalize_has_one_value_per_modality(phantoms):
+    from tumorlab.data import VolumeDataModule
+    from tumorlab.errors import ConfigError
+
+    dm = VolumeDataModule(
+        phantoms["brats"], modalities=["flair", "t2"], normalize={"mean": [0.4, 0.5], "std": [0.2, 0.3]}
+    )
+    assert dm.normalization["mean"] == [0.4, 0.5] and dm.hparams["normalize"]["std"] == [0.2, 0.3]
+    with pytest.raises(ConfigError, match="one mean and one std per fed channel"):
+        VolumeData(phantoms["brats"], modalities=["flair", "t2"], normalize={"mean": [0.4], "std": [0.2]})
+    four = VolumeData(phantoms["brats"])
+    assert len(four.normalization["mean"]) == 4 and four.in_channels == 4

@@ -329,7 +329,8 @@ class TumorData:
         """
         mean, std = check_normalization(mean, std, self.channels, source)
         self._normalization = {"mean": mean, "std": std, "source": source}
-        self.hparams["normalize"] = {"mean": list(mean), "std": list(std)}  # what a checkpoint records
+        if hasattr(self, "hparams"):  # the Lightning DataModule: what a checkpoint records
+            self.hparams["normalize"] = {"mean": list(mean), "std": list(std)}
 
     # --- what the tasks use ---------------------------------------------------------------------------
 

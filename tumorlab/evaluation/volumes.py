@@ -48,6 +48,10 @@ __all__ = [
     "write_volume_masks",
     "labels_from_channels",
     "summarise",
+    "is_volume_segmentation",
+    "evaluate_volumes",
+    "write_predicted_volumes",
+    "volume_markdown",
 ]
 
 VOLUMES_FILE = "volumes.csv"
@@ -94,12 +98,13 @@ def _predict_subject(net, dm, ds, subject_id, positions, axis, split, batch_size
     pred = np.zeros((channels, *grid.shape), dtype=bool)
     plane_shape = slice_plane(np.zeros(grid.shape, np.uint8), axis, 0).shape
     served = np.zeros(grid.shape[axis], dtype=bool)
+    device = next((p.device for p in net.parameters()), torch.device("cpu"))
     for start in range(0, len(positions), batch_size):
         chunk = positions[start : start + batch_size]
         items = [ds[p] for p in chunk]
         with torch.no_grad():
-            logits = _logits(net, torch.stack([it["image"] for it in items]))
-            logits = F.interpolate(logits.float(), size=plane_shape, mode="bilinear", align_corners=False)
+            logits = _logits(net, torch.stack([it["image"] for it in items]).to(device)).float().cpu()
+            logits = F.interpolate(logits, size=plane_shape, mode="bilinear", align_corners=False)
         masks = (logits > 0).numpy()
         for p, mask in zip(chunk, masks, strict=True):
             k = dm.samples[ds.indices[p]].index
@@ -217,3 +222,54 @@ def write_volume_masks(predictions: list[VolumePrediction], dm: VolumeData, fold
         labels = labels_from_channels(p.pred, dm.label_map)
         paths.append(write_like(labels, nifti, folder / f"{p.subject}.nii.gz", dm.grid_of(p.subject).affine))
     return paths
+
+
+def is_volume_segmentation(dm, model) -> bool:
+    """Whether ``dm`` serves volume slices with masks and ``model`` predicts masks: 3D evaluation applies."""
+    return isinstance(dm, VolumeData) and dm.with_mask and type(model).__name__ != "ClassificationTask"
+
+
+def evaluate_volumes(model, dm: VolumeData, folder: str | Path, split: str = "test") -> dict:
+    """Score every subject of ``split`` in 3D, write ``volumes.csv`` into ``folder``; return the summary."""
+    rows = [r for p in predict_volumes(model, dm, split) for r in volume_scores(p, dm.region_names)]
+    if not rows:
+        return {}
+    path = write_volume_scores(rows, folder)
+    return {"file": str(path), "split": split, "regions": summarise(rows)}
+
+
+def write_predicted_volumes(model, dm: VolumeData, folder: str | Path) -> list[Path]:
+    """``tumorlab predict`` on volumes: each subject of the predict split(s) as ``folder/masks/<subject>.nii.gz``,
+    and where the subjects have label volumes, their 3D scores in ``folder/volumes.csv``."""
+    splits = ("train", "val", "test") if dm.predict_split == "all" else (dm.predict_split,)
+    predictions = [p for s in splits for p in predict_volumes(model, dm, s)]
+    paths = write_volume_masks(predictions, dm, Path(folder) / "masks")
+    rows = [r for p in predictions for r in volume_scores(p, dm.region_names)]
+    if rows:
+        write_volume_scores(rows, folder)
+    return paths
+
+
+def volume_markdown(summary: dict) -> str:
+    """The report.md section of ``evaluate_volumes``' summary."""
+    if not summary:
+        return ""
+    lines = [
+        "",
+        "## Per volume (3D)",
+        "",
+        f"The {summary['split']} subjects' slice predictions stacked back into each volume's grid and scored per "
+        "region against the full label volume: Dice per subject, HD95 in mm with the voxel spacing (MONAI; "
+        "undefined where prediction or truth is empty). One row per subject and region: "
+        f"`{Path(summary['file']).name}`.",
+        "",
+        "| region | subjects | Dice mean | Dice median | HD95 median (mm) | HD95 defined | truth in unserved slices |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for region, s in summary["regions"].items():
+        hd = "-" if s["hd95_mm_median"] is None else f"{s['hd95_mm_median']:.2f}"
+        lines.append(
+            f"| {region} | {s['subjects']} | {s['dice_mean']:.4f} | {s['dice_median']:.4f} | {hd} | "
+            f"{s['hd95_defined']} | {s['truth_outside_served']} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -111,6 +111,7 @@ class VolumeData(TumorData):
     ) -> None:
         if "channels" in kwargs:
             raise ConfigError("data.channels does not apply to volumes; choose data.modalities instead")
+        normalize = kwargs.pop("normalize", None)  # one value per modality: set once the modalities are known
         super().__init__(image_size=image_size, batch_size=batch_size, channels=[0], **kwargs)
         self._check_args(task, axis, intensity, slices, slice_step, max_slices_per_subject, label_source, value_range)
         if self.cache == "none":
@@ -136,6 +137,10 @@ class VolumeData(TumorData):
         self.subjects, self.grids = self._check_subjects(subjects)
         self.channels, self.in_channels = list(range(len(self.modalities))), len(self.modalities)
         self._set_classes(classes, label_source)
+        if normalize is not None:
+            if not isinstance(normalize, dict) or set(normalize) != {"mean", "std"}:
+                raise ConfigError(f"data.normalize must be {{mean: [...], std: [...]}} or null, got {normalize!r}")
+            self.set_normalization(normalize["mean"], normalize["std"], source="data.normalize")
 
     @staticmethod
     def _check_args(task, axis, intensity, slices, step, cap, label_source, value_range) -> None:
