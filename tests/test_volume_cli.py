@@ -101,3 +101,11 @@ def test_brats_experiment_runs_end_to_end_with_3d_report_and_nifti_masks(cli, tm
         assert nib.aff2axcodes(mask.affine) == ("L", "P", "S")
         np.testing.assert_allclose(mask.affine, source.affine, atol=1e-6)
         assert mask.shape == source.shape and set(np.unique(np.asarray(mask.dataobj))) <= {0, 1, 2, 4}
+    # cam on volume slices, named as in predictions.csv
+    first = next(csv.DictReader(open(fit / "predictions.csv")))["file"]
+    assert "#axial=" in first
+    c = cli("cam", "--ckpt_path", str(fit), "--out", str(tmp_path / "cams"), "--images", first, "--score", cwd=tmp_path)
+    assert c.returncode == 0, c.stderr
+    (row,) = list(csv.DictReader(open(tmp_path / "cams" / "cams.csv")))
+    assert row["file"] == first and (tmp_path / "cams" / row["overlay"]).is_file()
+    assert json.loads((tmp_path / "cams" / "localisation.json").read_text())["slices"] > 0
