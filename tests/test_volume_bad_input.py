@@ -86,9 +86,8 @@ def test_label_values_outside_the_map(brats):
     data = np.asarray(nib.load(seg).dataobj).copy()
     data[0, 0, 0] = 3  # BraTS 2021 has no label 3
     _resave(seg, data)
-    dm = VolumeData(str(brats), **SMALL)
     with pytest.raises(DataError) as err:
-        dm.setup()
+        VolumeData(str(brats), **SMALL)
     assert _one_line(err).startswith(f"{seg}: label values [3] are not in the label map")
 
 
@@ -98,9 +97,8 @@ def test_nan_voxels_and_skip_never_half_reads_a_subject(brats, tmp_path):
     data[3, 3, 3] = np.nan
     _resave(t2, data)
     with pytest.raises(DataError, match=rf"^{t2}: holds 1 NaN or Inf voxels"):
-        VolumeData(str(brats), **SMALL).setup()
+        VolumeData(str(brats), **SMALL)
     dm = VolumeData(str(brats), on_bad_file="skip", **{**SMALL, "split": (0.5, 0.25, 0.25)})
-    dm.inspect()
     assert [s for s, _ in dm.skipped_subjects] == ["Phantom_001"]
     assert {s.patient for s in dm.samples} == {"Phantom_002", "Phantom_003"}  # no slice of the bad subject
 
@@ -110,7 +108,7 @@ def test_truncated_nii_gz(brats):
     raw = gzip.decompress(flair.read_bytes())
     flair.write_bytes(gzip.compress(raw)[: len(gzip.compress(raw)) // 2])
     with pytest.raises(DataError) as err:
-        VolumeData(str(brats), **SMALL).setup()
+        VolumeData(str(brats), **SMALL)
     assert _one_line(err).startswith(f"{flair}: truncated or corrupt volume")
 
 
@@ -152,3 +150,25 @@ def test_dicom_series_geometry(dicom, tmp_path, fault):
         expected = r"uneven slice spacing .*gaps at -3.00 -> -0.30 mm; -0.30 -> 1.00 mm"
     with pytest.raises(DataError, match=rf"^DICOM series [\d.]+ in {files[0].parent}: {expected}"):
         VolumeData(str(root), task="classification", class_csv=str(root / "classes.csv"), **SMALL)
+
+
+@pytest.mark.parametrize("fault", ["nan", "shape"])
+def test_refused_volumes_through_the_cli_are_one_line_and_write_nothing(brats, tmp_path, cli, fault):
+    from tests.conftest import FAST_TRAINER, REPO, TINY_UNET
+
+    victim = brats / "Phantom_002" / "Phantom_002_t1ce.nii.gz"
+    data = np.asarray(nib.load(victim).dataobj).copy()
+    if fault == "nan":
+        data[5, 5, 5] = np.inf
+        expected = f"{victim}: holds 1 NaN or Inf voxels; expected finite intensities"
+    else:
+        data = data[:, :30]
+        expected = f"{victim}: shape (32, 30, 12) differs from {victim.parent / 'Phantom_002_flair.nii.gz'}"
+    _resave(victim, data)
+    config = REPO / "configs" / "experiments" / "brats_unet_multitask.yaml"
+    r = cli("fit", "--config", str(config), *FAST_TRAINER, *TINY_UNET, "--data.root", str(brats),
+            "--run.root", str(tmp_path / "runs"), cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 2
+    errors = [line for line in r.stderr.splitlines() if line.startswith("tumorlab: error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"tumorlab: error: {expected}"), r.stderr
+    assert not (tmp_path / "runs").exists()

@@ -213,9 +213,8 @@ def test_each_volume_is_decoded_once_and_a_disk_cache_is_reused(phantoms, tmp_pa
     assert len(calls) == 15  # nothing decoded: the finished cache served every slice
     for i in range(len(dm.samples)):
         np.testing.assert_array_equal(dm._cache.get(i)[0], again._cache.get(i)[0])
-    decathlon = VolumeData(phantoms["decathlon"], **SMALL)
     calls.clear()
-    decathlon.inspect()
+    VolumeData(phantoms["decathlon"], **SMALL).setup()
     assert len(calls) == 3 * 2  # the 4D file once for its four channels, and the labels
 
 

@@ -1,8 +1,9 @@
 """``VolumeData``: NIfTI volumes and DICOM series as 2D slices, on the base every tumorlab DataModule shares.
 
-``__init__`` finds the subjects (``layouts``) and checks every header (``subjects.check_subject``), so a missing
-file, a missing modality, a 4D file where a 3D one belongs or modalities on different grids stop the run before
-anything is written. ``inspect`` (run by ``setup``) decompresses each volume once, normalises it, maps its labels,
+``__init__`` finds the subjects (``layouts``), checks every header (``subjects.check_subject``) and then runs
+``inspect``, so that every refusal (a missing file or modality, a 4D file where a 3D one belongs, modalities on
+different grids, a truncated file, NaN voxels, an unknown label value) stops the run before anything is written.
+``inspect`` decompresses each volume once, normalises it, maps its labels,
 picks its slices and stores the prepared slices in the shared ``DecodeCache`` (memory, or disk: reused by later
 runs on unchanged files and settings). Splits, duplicate groups, loaders and batches are those of ``TumorData``:
 a batch carries ``image`` ``(N, M, S, S)`` (one channel per modality), ``mask`` ``(N, R, S, S)`` (one channel per
@@ -141,6 +142,9 @@ class VolumeData(TumorData):
             if not isinstance(normalize, dict) or set(normalize) != {"mean", "std"}:
                 raise ConfigError(f"data.normalize must be {{mean: [...], std: [...]}} or null, got {normalize!r}")
             self.set_normalization(normalize["mean"], normalize["std"], source="data.normalize")
+        # Decode now, not in setup(): a truncated file, NaN voxels or an unknown label value then stop the run
+        # before its folder exists, as the header checks above do ("nothing is written when input is refused").
+        self.inspect()
 
     @staticmethod
     def _check_args(task, axis, intensity, slices, step, cap, label_source, value_range) -> None:
