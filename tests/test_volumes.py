@@ -253,3 +253,18 @@ def test_normalize_has_one_value_per_modality(phantoms):
         VolumeData(phantoms["brats"], modalities=["flair", "t2"], normalize={"mean": [0.4], "std": [0.2]})
     four = VolumeData(phantoms["brats"])
     assert len(four.normalization["mean"]) == 4 and four.in_channels == 4
+
+
+def test_dicom_series_named_by_patterns(phantoms):
+    from tumorlab.errors import DataError
+
+    csv = f"{phantoms['dicom']}/classes.csv"
+    patterns = {"flair": "flair", "t1ce": "t1ce", "t2": "^t2$"}  # the plain T1 series matches none
+    dm = VolumeData(phantoms["dicom"], task="classification", class_csv=csv, series_modalities=patterns, **SMALL)
+    assert dm.modalities == ["flair", "t1ce", "t2"] and dm.in_channels == 3
+    passed = [reason for _, reason in dm.skipped_files if "matches no data.series_modalities" in reason]
+    assert len(passed) == 3  # one T1 series per subject, listed
+    with pytest.raises(DataError, match=r"series description 'T1CE' matches data.series_modalities t1, t1ce"):
+        VolumeData(
+            phantoms["dicom"], task="classification", class_csv=csv, series_modalities={"t1": "t1", "t1ce": "t1ce"}
+        )

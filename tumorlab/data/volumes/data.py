@@ -84,6 +84,9 @@ class VolumeData(TumorData):
         label_source: what ``label`` is: ``tumour`` (1 where the slice's mask has tumour: the multi-task
             U-Net's slice label), ``class`` (the subject's class), ``auto`` (``class`` for classification where
             classes are given, else ``tumour``).
+        series_modalities: DICOM: ``{modality: regular expression}`` searched in each ``SeriesDescription``
+            (``{flair: "flair", t1ce: "t1.*(post|gd|\\+c)"}``), as exports name series freely; series matching none
+            are passed over and listed (``skipped_files``). ``None``: the description names the modality.
         image_size: side in pixels that slices (and masks) are resized to.
         batch_size: slices per batch.
         **kwargs: the shared options of ``TumorDataModule`` (split, num_folds, seed, augment, cache, on_bad_file,
@@ -106,6 +109,7 @@ class VolumeData(TumorData):
         class_csv: str | None = None,
         classes: list[str] | None = None,
         label_source: Literal["auto", "tumour", "class"] = "auto",
+        series_modalities: dict[str, str] | None = None,
         image_size: int = 128,
         batch_size: int = 16,
         **kwargs,
@@ -123,7 +127,7 @@ class VolumeData(TumorData):
         self.layout = detect_volume_layout(root) if layout == "auto" else layout
         if self.layout is None:
             raise DataError(f"{root}: not a datalist JSON nor a folder in a known volume layout ({', '.join(LAYOUTS)})")
-        subjects, default_map = read_layout(root, self.layout, self.skipped_files)
+        subjects, default_map = read_layout(root, self.layout, self.skipped_files, series_modalities=series_modalities)
         self.label_map = resolve_label_map(label_map, default_map)
         self.mask_channels = 1 if self.label_map is None else len(self.label_map)
         self.region_names = ["tumour"] if self.label_map is None else list(self.label_map)

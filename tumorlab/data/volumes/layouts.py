@@ -125,9 +125,18 @@ def detect_volume_layout(root: str | Path) -> str | None:
 
 
 def read_layout(
-    root: str | Path, layout: str, skipped: list[tuple[str, str]], base: str | Path | None = None
+    root: str | Path,
+    layout: str,
+    skipped: list[tuple[str, str]],
+    base: str | Path | None = None,
+    series_modalities: dict[str, str] | None = None,
 ) -> tuple[list[Subject], str]:
-    """The subjects of ``root`` in ``layout`` and the name of the label map the layout implies."""
+    """The subjects of ``root`` in ``layout`` and the name of the label map the layout implies.
+
+    ``series_modalities`` (DICOM): ``{modality: regular expression}`` searched (case-insensitive) in each
+    ``SeriesDescription``; a series that matches none is passed over and listed. ``None``: the description itself,
+    made canonical, names the modality.
+    """
     root = Path(root)
     if layout == "datalist":
         return _read_datalist(root, Path(base) if base else root.parent, skipped)
@@ -136,7 +145,7 @@ def read_layout(
     if layout in ("decathlon", "nnunet"):
         return _read_images_tr(root, layout, skipped)
     if layout == "dicom":
-        return _read_dicom(root, skipped), "binary"
+        return _read_dicom(root, skipped, series_modalities), "binary"
     raise DataError(f"unknown volume layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
 
 
@@ -277,10 +286,25 @@ def _order(names: list[str] | None, name: str) -> int:
     return names.index(name) if names and name in names else 99
 
 
-def _read_dicom(root: Path, skipped: list) -> list[Subject]:
+def _series_modality(series: DicomSeries, patterns: dict[str, str] | None) -> str | None:
+    if patterns is None:
+        return canonical_modality(series.description)
+    found = [m for m, pattern in patterns.items() if re.search(pattern, series.description, re.IGNORECASE)]
+    if len(found) > 1:
+        raise DataError(
+            f"{series.folder}: series description {series.description!r} matches data.series_modalities "
+            f"{', '.join(found)}; make the patterns exclusive"
+        )
+    return canonical_modality(found[0]) if found else None
+
+
+def _read_dicom(root: Path, skipped: list, patterns: dict[str, str] | None = None) -> list[Subject]:
     subjects: dict[str, Subject] = {}
     for series in scan_dicom(root, skipped):
-        modality = canonical_modality(series.description)
+        modality = _series_modality(series, patterns)
+        if modality is None:
+            skipped.append((str(series.folder), f"series {series.description!r} matches no data.series_modalities"))
+            continue
         subject = subjects.setdefault(series.patient, Subject(series.patient, {}, where=str(root)))
         if modality in subject.images:
             other = subject.images[modality].path
