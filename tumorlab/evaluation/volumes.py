@@ -226,7 +226,9 @@ def write_volume_masks(predictions: list[VolumePrediction], dm: VolumeData, fold
 
 def is_volume_segmentation(dm, model) -> bool:
     """Whether ``dm`` serves volume slices with masks and ``model`` predicts masks: 3D evaluation applies."""
-    return isinstance(dm, VolumeData) and dm.with_mask and type(model).__name__ != "ClassificationTask"
+    from tumorlab.tasks.mixins import SegMetricsMixin
+
+    return isinstance(dm, VolumeData) and dm.with_mask and isinstance(model, SegMetricsMixin)
 
 
 def evaluate_volumes(model, dm: VolumeData, folder: str | Path, split: str = "test") -> dict:

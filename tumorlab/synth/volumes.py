@@ -17,7 +17,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 __all__ = [
@@ -91,6 +90,8 @@ def _subjects(n: int, seed: int, shape: tuple[int, int, int]) -> list[PhantomSub
 
 
 def _save(array: np.ndarray, affine: np.ndarray, path: Path, orientation: str, dtype=np.float32) -> None:
+    import nibabel as nib  # on first use: `tumorlab synth --layout lgg` never needs it
+
     if orientation == "LPS":  # the same anatomy, stored with x and y reversed
         array = array[::-1, ::-1].copy()
         flip = np.diag([-1.0, -1.0, 1.0, 1.0])

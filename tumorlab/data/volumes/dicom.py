@@ -16,10 +16,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
-from tumorlab.data.volumes.nifti import VolumeHeader, canonical_geometry
+from tumorlab.data.volumes.nifti import VolumeHeader, canonical_geometry, nib
 from tumorlab.errors import DataError
 
 __all__ = ["DicomSeries", "scan_dicom", "read_series", "SPACING_TOLERANCE"]
@@ -117,7 +116,7 @@ def _series(uid: str, members: list[tuple[Path, object]]) -> DicomSeries:
     shape = (cols, rows, len(members))
     ras_affine, ras_shape = canonical_geometry(ras, shape)
     spacing = tuple(float(v) for v in np.sqrt((ras_affine[:3, :3] ** 2).sum(axis=0)))
-    codes = tuple(nib.orientations.aff2axcodes(ras))
+    codes = tuple(nib().orientations.aff2axcodes(ras))
     header = VolumeHeader(folder, ras_shape, ras_affine, spacing, codes)  # type: ignore[arg-type]
     first = members[0][1]
     return DicomSeries(
@@ -174,7 +173,7 @@ def read_series(series: DicomSeries) -> tuple[np.ndarray, VolumeHeader]:
     data = np.stack(planes, axis=-1)
     if not np.isfinite(data).all():
         raise DataError(f"{series.folder}: DICOM series {series.uid} holds NaN or Inf values after rescaling")
-    img = nib.as_closest_canonical(nib.Nifti1Image(data, _LPS_TO_RAS @ series.lps_affine))
+    img = nib().as_closest_canonical(nib().Nifti1Image(data, _LPS_TO_RAS @ series.lps_affine))
     out = np.asarray(img.dataobj, dtype=np.float32)
     if out.shape != series.header.shape or not np.allclose(img.affine, series.header.affine, atol=1e-4):
         raise DataError(f"{series.folder}: DICOM series {series.uid} decoded to an unexpected grid {out.shape}")

@@ -14,16 +14,25 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import nibabel as nib
 import numpy as np
-from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
 
 from tumorlab.errors import DataError
+
+if TYPE_CHECKING:
+    import nibabel
 
 __all__ = ["VolumeHeader", "read_header", "read_nifti", "canonical_geometry", "write_like", "NIFTI_SUFFIXES"]
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+def nib() -> Any:
+    """nibabel, imported on first use: it loads pydicom and requests, which a fit on 2D data never needs."""
+    import nibabel
+
+    return nibabel
 
 
 @dataclass(frozen=True)
@@ -43,16 +52,16 @@ class VolumeHeader:
         return int(np.prod(self.shape[3:])) if len(self.shape) > 3 else 1
 
 
-def _load(path: Path) -> nib.spatialimages.SpatialImage:
+def _load(path: Path) -> nibabel.spatialimages.SpatialImage:
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     try:
-        return nib.load(str(path))
+        return nib().load(str(path))
     except Exception as err:  # nibabel raises ImageFileError, EOFError, zlib errors ... for a bad header
         raise DataError(f"{path}: not a readable NIfTI file ({type(err).__name__}: {err})") from None
 
 
-def _spatial_shape(img: nib.spatialimages.SpatialImage) -> tuple[int, ...]:
+def _spatial_shape(img: nibabel.spatialimages.SpatialImage) -> tuple[int, ...]:
     shape = tuple(int(s) for s in img.shape)
     while len(shape) > 3 and shape[-1] == 1:  # (X, Y, Z, 1): a 3D volume written with a channel axis
         shape = shape[:-1]
@@ -61,10 +70,10 @@ def _spatial_shape(img: nib.spatialimages.SpatialImage) -> tuple[int, ...]:
 
 def canonical_geometry(affine: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, tuple[int, ...]]:
     """The RAS affine and shape a volume of ``affine`` and ``shape`` has after ``as_closest_canonical``."""
-    ornt = io_orientation(affine)
-    transform = ornt_transform(ornt, axcodes2ornt(("R", "A", "S")))
+    o = nib().orientations
+    transform = o.ornt_transform(o.io_orientation(affine), o.axcodes2ornt(("R", "A", "S")))
     spatial = shape[:3]
-    new_affine = affine @ nib.orientations.inv_ornt_aff(transform, spatial)
+    new_affine = affine @ nib().orientations.inv_ornt_aff(transform, spatial)
     new_shape = tuple(int(spatial[int(axis)]) for axis in np.argsort(transform[:, 0]))
     return new_affine, new_shape + tuple(shape[3:])
 
@@ -88,7 +97,7 @@ def read_header(path: str | Path, ndim: int = 3) -> VolumeHeader:
     affine = np.asarray(img.affine, dtype=np.float64)
     ras_affine, ras_shape = canonical_geometry(affine, shape)
     spacing = tuple(float(v) for v in np.sqrt((ras_affine[:3, :3] ** 2).sum(axis=0)))
-    codes = tuple(nib.orientations.aff2axcodes(affine))
+    codes = tuple(nib().orientations.aff2axcodes(affine))
     return VolumeHeader(path, ras_shape, ras_affine, spacing, codes)  # type: ignore[arg-type]
 
 
@@ -102,7 +111,7 @@ def read_nifti(path: str | Path, ndim: int = 3) -> tuple[np.ndarray, VolumeHeade
     """
     path = Path(path)
     header = read_header(path, ndim)
-    img = nib.as_closest_canonical(_load(path))
+    img = nib().as_closest_canonical(_load(path))
     try:
         data = np.asarray(img.dataobj, dtype=np.float32)
     except (EOFError, OSError, zlib.error, ValueError) as err:
@@ -129,21 +138,22 @@ def write_like(mask: np.ndarray, source: str | Path | None, out: str | Path, ras
     out = Path(out)
     mask = np.asarray(mask, dtype=np.uint8)
     if source is None or not str(source).endswith(NIFTI_SUFFIXES):
-        img = nib.Nifti1Image(mask, ras_affine)
+        img = nib().Nifti1Image(mask, ras_affine)
         img.set_qform(ras_affine, code=1)
         img.set_sform(ras_affine, code=1)
     else:
         src = _load(Path(source))
         src_affine = np.asarray(src.affine, dtype=np.float64)
-        ras = nib.Nifti1Image(mask, ras_affine)
-        back = ras.as_reoriented(ornt_transform(axcodes2ornt(("R", "A", "S")), io_orientation(src_affine)))
+        ras = nib().Nifti1Image(mask, ras_affine)
+        o = nib().orientations
+        back = ras.as_reoriented(o.ornt_transform(o.axcodes2ornt(("R", "A", "S")), o.io_orientation(src_affine)))
         if back.shape != _spatial_shape(src)[:3] or not np.allclose(back.affine, src_affine, atol=1e-4):
             raise DataError(f"{source}: the mask's grid {mask.shape} does not map back onto this volume")
         header = src.header.copy()
         header.set_data_dtype(np.uint8)
         header.set_data_shape(back.shape)
-        img = nib.Nifti1Image(np.asarray(back.dataobj, dtype=np.uint8), src_affine, header=header)
+        img = nib().Nifti1Image(np.asarray(back.dataobj, dtype=np.uint8), src_affine, header=header)
         img.header["scl_slope"], img.header["scl_inter"] = 1.0, 0.0
     out.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(img, str(out))
+    nib().save(img, str(out))
     return out
