@@ -91,6 +91,15 @@ def test_data_loading_benchmark_quick(tmp_path):
 
 
 @pytest.mark.slow
+def test_volumes_benchmark_quick(tmp_path):
+    stdout, record = _quick("volumes.py", tmp_path)
+    result = record["results"]
+    assert result["subjects"] == 2 and result["voxels"] == [48, 48, 24]
+    assert 0 < result["slices_cached"] <= 2 * 24 and result["decode_and_cache_s"] > 0
+    assert "from_disk_cache_s" in stdout
+
+
+@pytest.mark.slow
 def test_demo_benchmark_quick(tmp_path):
     stdout, record = _quick("demo.py", tmp_path)
     (run,) = record["results"]

@@ -17,6 +17,7 @@ import yaml
 
 from tests.conftest import REPO, run_cli
 from tumorlab.cli.main import main
+from tumorlab.synth.volumes import write_volumes
 
 CONFIGS = REPO / "configs"
 FULL = sorted([CONFIGS / "demo.yaml", *(CONFIGS / "experiments").glob("*.yaml")])
@@ -64,7 +65,8 @@ def phantoms(lgg_phantom, folders_phantom, tmp_path_factory) -> dict[str, Path]:
         writer = csv.DictWriter(f, fieldnames=["path", "label", "patient"])
         writer.writeheader()
         writer.writerows(rows)
-    return {"lgg": lgg_phantom, "folders": folders_phantom, "manifest": out / "manifest.csv"}
+    brats = write_volumes(tmp_path_factory.mktemp("brats") / "brats", "brats", subjects=6)["root"]
+    return {"lgg": lgg_phantom, "folders": folders_phantom, "manifest": out / "manifest.csv", "brats": Path(brats)}
 
 
 def _overrides(cfg: dict, phantoms: dict[str, Path], tmp_path: Path) -> list[str]:
@@ -77,6 +79,8 @@ def _overrides(cfg: dict, phantoms: dict[str, Path], tmp_path: Path) -> list[str
     args += ["--run.root", str(tmp_path / "runs"), f"--data.image_size={size}", "--data.batch_size=4"]
     if data == "LGGDataModule":
         args += [f"--data.root={phantoms['lgg']}", "--data.num_workers=0"]
+    elif data == "VolumeDataModule":
+        args += [f"--data.root={phantoms['brats']}", "--data.num_workers=0"]
     elif data == "FolderDataModule":
         args += [f"--data.root={phantoms['folders']}", "--data.num_workers=0"]
     else:

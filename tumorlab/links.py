@@ -1,7 +1,7 @@
 """The contract between data, model and config: what the data module sets in the network, once.
 
-- ``num_classes``, ``in_channels`` and ``image_size`` are attributes of every tumorlab DataModule right after
-  construction; LightningCLI links them into the network's constructor (``model.init_args.net.init_args.*``,
+- ``num_classes``, ``in_channels``, ``image_size`` and ``mask_channels`` are attributes of every tumorlab DataModule
+  right after construction; LightningCLI links them into the network's constructor (``model.init_args.net.init_args.*``,
   ``apply_on="instantiate"``), so experiment configs never repeat them. A network without such an argument
   (``CNN9`` has no ``image_size``) is simply not given it.
 - The head's width is the data module's ``model_num_classes`` where it has one (a test of a trained model on
@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 # data module attribute -> network constructor argument (the same name on both sides)
-LINKED_NET_ARGS = ("num_classes", "in_channels", "image_size")
+LINKED_NET_ARGS = ("num_classes", "in_channels", "image_size", "mask_channels")
 _NET_KEY = "model.init_args.net.init_args"
 
 

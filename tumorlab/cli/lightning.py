@@ -375,6 +375,11 @@ class TumorlabCLI(LightningCLI):
             path = write_predictions(rows, self.run_dir)
             update_run_json(self.run_dir, predictions=str(path))
             print(f"predictions: {path} ({len(rows)} rows)")
+            from tumorlab.evaluation.volumes import is_volume_segmentation, write_predicted_volumes
+
+            if is_volume_segmentation(self.datamodule, self.model):  # one NIfTI mask per subject, source geometry
+                masks = write_predicted_volumes(self.model, self.datamodule, self.run_dir)
+                print(f"masks: {len(masks)} NIfTI volumes in {self.run_dir / 'masks'}")
 
 
 def _finish_wandb() -> None:

@@ -3,6 +3,7 @@
 - ``LGGDataModule``: the LGG segmentation download (kaggle_3m), segmentation / classification / multitask.
 - ``FolderDataModule``: one folder per class (the 4-class brain-MRI downloads), with ``Training/``/``Testing/``.
 - ``ManifestDataModule``: any data set listed in a CSV (``path,label,patient[,mask][,split]``).
+- ``VolumeDataModule``: NIfTI volumes and DICOM series (datalist JSON, BraTS, Decathlon, nnU-Net raw) as slices.
 
 The DataModules (``tumorlab.data.modules``) are imported on first use, with Lightning; the rest of the package
 (scanning, inspection, duplicates, splits: what ``tumorlab audit`` needs) imports without Lightning.
@@ -13,7 +14,7 @@ from typing import Any
 from tumorlab.data.lgg import LGGSlice, scan_kaggle_3m
 from tumorlab.data.splits import check_disjoint, kfold_by_group, make_splits, split_by_group
 
-_MODULES = ("TumorDataModule", "LGGDataModule", "FolderDataModule", "ManifestDataModule")
+_MODULES = ("TumorDataModule", "LGGDataModule", "FolderDataModule", "ManifestDataModule", "VolumeDataModule")
 
 __all__ = [
     *_MODULES,

@@ -36,7 +36,10 @@ __all__ = ["MIN_SPLIT_PATIENTS", "detect_layout", "audit", "format_audit"]
 
 # Fewer patients than this in a split and its metrics rest on one or two people: worth a warning.
 MIN_SPLIT_PATIENTS = 3
-_EXPECTED = "class folders (optionally under Training/ and Testing/), an LGG kaggle_3m tree or a CSV manifest"
+_EXPECTED = (
+    "class folders (optionally under Training/ and Testing/), an LGG kaggle_3m tree, a CSV manifest, "
+    "a volume folder (BraTS, Decathlon, nnU-Net raw, DICOM) or a datalist JSON"
+)
 
 
 def detect_layout(root: str | Path) -> str:
@@ -99,6 +102,15 @@ def audit(
     """
     _check_exists(root, "data root", _EXPECTED)
     _check_exists(test_root, "test root", "class folders (optionally under Testing/)")
+    if not str(root).lower().endswith(".csv"):
+        from tumorlab.data.volumes.layouts import detect_volume_layout
+
+        if detect_volume_layout(root) is not None:  # volumes: a datalist JSON, BraTS, Decathlon, nnU-Net, DICOM
+            if test_root is not None:
+                raise DataError(f"--test-root applies to class-folder data; {root} holds volumes")
+            from tumorlab.data.volumes.audit import audit_volumes
+
+            return audit_volumes(root, seed=seed)
     layout = detect_layout(root)
     if test_root is not None and layout != "folders":
         raise DataError(f"--test-root applies to class-folder data; {root} is {layout} data")
@@ -358,6 +370,10 @@ def _duplicate_lines(report: dict, limit: int) -> list[str]:
 
 def format_audit(report: dict, limit: int = 10) -> str:
     """The report as a plain-text table for the terminal (``--json`` gives everything)."""
+    if "files" not in report:  # a volume root or datalist
+        from tumorlab.data.volumes.audit import format_volume_audit
+
+        return format_volume_audit(report, limit=2 * limit)
     f = report["files"]
     test = f", test root {report['test_root']}" if report["test_root"] else ""
     out = [

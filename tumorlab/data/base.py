@@ -113,6 +113,7 @@ class TumorData:
     num_classes: int
     class_names: list[str]
     with_mask: bool = False
+    mask_channels: int = 1  # channels of ``mask``: 1 tumour mask; volumes: one per region of the label map
 
     def __init__(
         self,
@@ -273,6 +274,7 @@ class TumorData:
                 self.with_mask,
                 patients,
                 split=name,
+                mask_channels=self.mask_channels,
             )
             for name in SPLITS
         }
@@ -327,7 +329,8 @@ class TumorData:
         """
         mean, std = check_normalization(mean, std, self.channels, source)
         self._normalization = {"mean": mean, "std": std, "source": source}
-        self.hparams["normalize"] = {"mean": list(mean), "std": list(std)}  # what a checkpoint records
+        if hasattr(self, "hparams"):  # the Lightning DataModule: what a checkpoint records
+            self.hparams["normalize"] = {"mean": list(mean), "std": list(std)}
 
     # --- what the tasks use ---------------------------------------------------------------------------
 

@@ -49,6 +49,8 @@ class SampleDataset(Dataset):
         with_mask: whether items carry ``mask``.
         patients: per store slot, the patient id (or duplicate-group id where there are none).
         split: the split's name, given to every item.
+        mask_channels: channels of ``mask``; above 1 the cached mask holds them as bits (bit ``c`` = channel
+            ``c``, volumes with a label map of several regions) and items carry ``mask`` ``(mask_channels, H, W)``.
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class SampleDataset(Dataset):
         with_mask: bool,
         patients: list[str],
         split: str = "",
+        mask_channels: int = 1,
     ):
         self.store = store
         self.indices = np.asarray(indices, dtype=np.int64)
@@ -66,10 +69,13 @@ class SampleDataset(Dataset):
         self.with_mask = with_mask
         self.patients = patients
         self.split = split
+        self.mask_channels = mask_channels
 
     def with_transform(self, transform) -> SampleDataset:
         """The same samples and split name through another ``transform`` (training images without augmentation)."""
-        return SampleDataset(self.store, self.indices, transform, self.with_mask, self.patients, self.split)
+        return SampleDataset(
+            self.store, self.indices, transform, self.with_mask, self.patients, self.split, self.mask_channels
+        )
 
     @property
     def samples(self) -> list[Sample]:
@@ -105,5 +111,10 @@ class SampleDataset(Dataset):
             "split": self.split,
         }
         if self.with_mask:
-            item["mask"] = torch.as_tensor(out["mask"]).float().unsqueeze(0)
+            mask = torch.as_tensor(out["mask"])
+            if self.mask_channels > 1:  # bit-packed channels (tumorlab.data.volumes.labels)
+                bits = torch.arange(self.mask_channels, dtype=mask.dtype).view(-1, 1, 1)
+                item["mask"] = ((mask.unsqueeze(0) >> bits) & 1).float()
+            else:
+                item["mask"] = mask.float().unsqueeze(0)
         return item

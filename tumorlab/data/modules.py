@@ -1,5 +1,5 @@
-"""The Lightning DataModules: tumorlab's data classes (``base``, ``lgg``, ``folders``, ``manifest``) with
-``LightningDataModule`` mixed in.
+"""The Lightning DataModules: tumorlab's data classes (``base``, ``lgg``, ``folders``, ``manifest``, ``volumes``)
+with ``LightningDataModule`` mixed in.
 
 The data classes themselves import no Lightning, so that ``tumorlab audit``, which reads, inspects and splits
 the very files a fit would, starts without it (Lightning's import is most of a second's start-up). Importing
@@ -14,8 +14,9 @@ from tumorlab.data.base import TumorData
 from tumorlab.data.folders import FolderData
 from tumorlab.data.lgg import LGGData
 from tumorlab.data.manifest import ManifestData
+from tumorlab.data.volumes.data import VolumeData
 
-__all__ = ["FolderDataModule", "LGGDataModule", "ManifestDataModule", "TumorDataModule"]
+__all__ = ["FolderDataModule", "LGGDataModule", "ManifestDataModule", "TumorDataModule", "VolumeDataModule"]
 
 
 class TumorDataModule(TumorData, LightningDataModule):
@@ -32,3 +33,7 @@ class FolderDataModule(FolderData, TumorDataModule):
 
 class ManifestDataModule(ManifestData, TumorDataModule):
     __doc__ = ManifestData.__doc__
+
+
+class VolumeDataModule(VolumeData, TumorDataModule):
+    __doc__ = VolumeData.__doc__

@@ -95,6 +95,23 @@ def load_item(path: str | Path, spec: DecodeSpec, mean: list[float], std: list[f
     return CamItem(tensor, display, mask, label, path)
 
 
+def store_item(datamodule, i: int, mean: list[float], std: list[float]) -> CamItem:
+    """A ``CamItem`` of sample ``i`` of a set-up data module, from its decode cache: a volume slice (named
+    ``<file>#<axis>=<k>``), prepared as in training; the mask is the union of its channels (the whole tumour)."""
+    display, mask = datamodule.store.load(i)
+    tensor = build_transforms(False, None, mean, std)(image=display)["image"]
+    union = None if mask is None else (mask > 0).astype(np.uint8)
+    return CamItem(tensor, display, union, int(datamodule.store.labels[i]), Path(str(datamodule.samples[i].image)))
+
+
+def _png_stem(path: Path) -> str:
+    """The overlay's file name stem: the image's, or ``<volume>_<axis><k>`` for a volume slice."""
+    if "#" not in path.name:
+        return path.stem
+    volume, _, where = path.name.partition("#")
+    return f"{volume.split('.')[0]}_{where.replace('=', '')}"
+
+
 # --- CAMs -----------------------------------------------------------------------------------------------------
 
 
@@ -195,6 +212,13 @@ def _sample_index(datamodule) -> dict[Path, Sample]:
     return {Path(s.image).resolve(): s for s in getattr(datamodule, "samples", [])}
 
 
+def _test_items(datamodule, spec: DecodeSpec, mean: list[float], std: list[float]) -> list[CamItem]:
+    samples = _test_samples(datamodule)
+    if hasattr(datamodule, "grid_of"):  # volume slices come from the decode cache, not from image files
+        return [store_item(datamodule, int(i), mean, std) for i in datamodule.datasets["test"].indices]
+    return [load_item(s.image, spec, mean, std, s) for s in samples]
+
+
 def _test_samples(datamodule) -> list[Sample]:
     datamodule.setup("test")
     ds = datamodule.datasets["test"]
@@ -211,7 +235,7 @@ def _overlays(net, extractor, items: list[CamItem], names: list[str], out: Path,
         for item, cam, pred, p in zip(batch, cams, predicted, probs.tolist(), strict=True):
             true = names[item.label] if item.label is not None else "unknown"
             title = f"{item.path.name}\ntrue: {true}, predicted: {names[pred]} (p = {p[pred]:.2f})"
-            png = draw_overlay(item, cam, title, out / f"{len(rows):03d}_{item.path.stem}.png")
+            png = draw_overlay(item, cam, title, out / f"{len(rows):03d}_{_png_stem(item.path)}.png")
             rows.append({"file": str(item.path), "true_class": true, "predicted_class": names[pred],
                          "probability": round(p[pred], 4), "overlay": png.name})  # fmt: skip
     return rows
@@ -250,6 +274,13 @@ def _write_csv(rows: list[dict], path: Path) -> None:
 
 
 def _items(paths: list[str], datamodule, spec: DecodeSpec, mean: list[float], std: list[float]) -> list[CamItem]:
+    if hasattr(datamodule, "grid_of"):  # volumes: slices are named as in predictions.csv, <file>#<axis>=<k>
+        datamodule.setup("test")
+        where = {str(s.image): i for i, s in enumerate(datamodule.samples)}
+        missing = [p for p in paths if p not in where]
+        if missing:
+            raise DataError(f"--images {missing[0]}: not a slice of the run's data; expected <file>#<axis>=<k>")
+        return [store_item(datamodule, where[p], mean, std) for p in paths]
     known = _sample_index(datamodule)
     items = []
     for path in paths:
@@ -286,7 +317,7 @@ def explain(
     net = task.net.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     names = list(getattr(datamodule, "class_names", None) or [str(i) for i in range(net.num_classes)])
     items = _items(list(images or []), datamodule, spec, mean, std)
-    test = [load_item(s.image, spec, mean, std, s) for s in _test_samples(datamodule)] if misclassified or score else []
+    test = _test_items(datamodule, spec, mean, std) if misclassified or score else []
     if score and not any(it.mask is not None for it in test):
         raise DataError(f"--score needs data with tumour masks; the run's data ({type(datamodule).__name__}) has none")
     if misclassified:

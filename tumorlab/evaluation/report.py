@@ -97,10 +97,30 @@ def write_report(run_dir: str | Path, *, slice_panel: bool = True, predict: Pred
         if panel is not None:
             figures["slices"] = panel
     metrics["figures"] = {k: str(v) for k, v in figures.items()}
+    volumes = _volumes(run) if parsed.dice is not None else {}
+    if volumes:
+        metrics["volumes"] = volumes
     (run.path / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     report = run.path / "report.md"
-    report.write_text(report_markdown(run, metrics, {k: v.relative_to(run.path) for k, v in figures.items()}))
+    text = report_markdown(run, metrics, {k: v.relative_to(run.path) for k, v in figures.items()})
+    if volumes:
+        from tumorlab.evaluation.volumes import volume_markdown
+
+        text += volume_markdown(volumes)
+    report.write_text(text)
     return report
+
+
+def _volumes(run: RunFolder) -> dict:
+    """The 3D scores of a run on volumes (``tumorlab.evaluation.volumes``); ``{}`` for 2D data."""
+    data = (run.config.get("data") or {}).get("class_path", "")
+    if not str(data).endswith("VolumeDataModule"):
+        return {}
+    from tumorlab.evaluation.volumes import evaluate_volumes, is_volume_segmentation
+
+    task, dm = load_run(run.path)
+    dm.setup("test")
+    return evaluate_volumes(task, dm, run.path) if is_volume_segmentation(dm, task) else {}
 
 
 def figure_files(run_dir: str | Path) -> list[Path]:

@@ -27,7 +27,8 @@ __all__ = ["SegClsOutput", "UNetWithClassifier"]
 
 
 class SegClsOutput(NamedTuple):
-    """``mask_logits``: (N, 1, H, W) tumour logits per pixel; ``class_logits``: (N, num_classes)."""
+    """``mask_logits``: (N, mask_channels, H, W) logits per pixel (1: tumour; BraTS: one per region);
+    ``class_logits``: (N, num_classes)."""
 
     mask_logits: torch.Tensor
     class_logits: torch.Tensor
@@ -40,8 +41,10 @@ class UNetWithClassifier(TumorNet):
         encoder_name: an encoder smp knows (``resnet18``, ``resnet34``, ``efficientnet-b0``, ``mobilenet_v2`` ...).
         encoder_weights: ``"imagenet"`` (or another name smp lists for the encoder) to start from pretrained
             weights, which smp downloads on first use; ``None`` for random initialisation.
-        in_channels: input channels (3 for the LGG slices).
+        in_channels: input channels (3 for the LGG slices, one per modality for volumes).
         num_classes: classes of the slice-level head (2: no tumour / tumour).
+        mask_channels: output channels of the segmentation head, each an independent sigmoid: 1 (tumour), or
+            one per region of a volume data set's label map (BraTS: whole tumour, tumour core, enhancing).
         encoder_depth: encoder stages used (3-5); fewer stages are cheaper and see less context.
         decoder_channels: channels of the decoder blocks, one per encoder stage, deepest first.
         head_dropout: dropout before the classification head's linear layer.
@@ -57,6 +60,7 @@ class UNetWithClassifier(TumorNet):
         encoder_weights: str | None = None,
         in_channels: int = 3,
         num_classes: int = 2,
+        mask_channels: int = 1,
         encoder_depth: int = 5,
         decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16),
         head_dropout: float = 0.2,
@@ -76,15 +80,17 @@ class UNetWithClassifier(TumorNet):
             )
         if num_classes < 2:
             raise ConfigError(f"num_classes must be at least 2 (a softmax head), got {num_classes}")
+        if mask_channels < 1:
+            raise ConfigError(f"mask_channels must be at least 1, got {mask_channels}")
         self.num_classes = num_classes
-        self.in_channels = in_channels
+        self.in_channels, self.mask_channels = in_channels, mask_channels
         self.net = smp.Unet(
             encoder_name=encoder_name,
             encoder_weights=encoder_weights,
             encoder_depth=encoder_depth,
             decoder_channels=tuple(decoder_channels),
             in_channels=in_channels,
-            classes=1,
+            classes=mask_channels,
             aux_params={"classes": num_classes, "dropout": head_dropout, "pooling": pooling},
         )
         _drop_unused_stages(self.net.encoder, encoder_depth)
@@ -131,7 +137,7 @@ class UNetWithClassifier(TumorNet):
         return SegClsOutput(mask_logits, self.net.classification_head(deepest))
 
     def forward(self, x: torch.Tensor) -> SegClsOutput:
-        """Tumour mask logits ``(N, 1, H, W)`` and class logits ``(N, num_classes)``."""
+        """Mask logits ``(N, mask_channels, H, W)`` and class logits ``(N, num_classes)``."""
         return self.forward_head(self.forward_features(x))
 
     def reset_classifier(self, num_classes: int) -> None:

@@ -16,20 +16,21 @@ __all__ = ["cross_entropy_loss", "dice_bce_loss", "joint_loss", "soft_dice_loss"
 
 
 def soft_dice_loss(mask_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """1 − soft Dice of ``sigmoid(mask_logits)`` against ``mask``, pooled over every pixel of the batch.
+    """1 − soft Dice of ``sigmoid(mask_logits)`` against ``mask``, pooled over every pixel of the batch, per channel
+    (a region of a multi-region mask), then averaged over the channels.
 
     The same number as ``segmentation_models_pytorch.losses.DiceLoss(mode="binary", from_logits=True)``:
     Dice = 2·Σ p·t / max(Σ p + Σ t, 1e-7), and a batch without any tumour pixel gives 0 (its Dice is
     undefined; smp drops it), so such a batch is trained by the BCE term alone.
 
     Args:
-        mask_logits: ``(N, 1, H, W)`` logits.
-        mask: ``(N, 1, H, W)`` binary target (any numeric dtype).
+        mask_logits: ``(N, C, H, W)`` logits (``C = 1``: one tumour mask).
+        mask: ``(N, C, H, W)`` binary target (any numeric dtype).
     """
-    n = mask.shape[0]
+    n, c = mask.shape[:2]
     # log-sigmoid then exp, as smp: stable at extreme logits.
-    probs = F.logsigmoid(mask_logits).exp().reshape(n, 1, -1)
-    target = mask.reshape(n, 1, -1).type_as(probs)
+    probs = F.logsigmoid(mask_logits).exp().reshape(n, c, -1)
+    target = mask.reshape(n, c, -1).type_as(probs)
     score = soft_dice_score(probs, target, smooth=0.0, eps=1e-7, dims=(0, 2))
     has_tumour = target.sum(dim=(0, 2)) > 0
     return ((1.0 - score) * has_tumour.to(score.dtype)).mean()

@@ -152,6 +152,9 @@ class ClassMetricsMixin:
 class SegMetricsMixin:
     """Per split ``dice`` and ``iou`` (pooled over all pixels) and ``dice_volume`` (mean per-patient Dice).
 
+    Masks of several channels (the regions of a volume data set's label map) are pooled over their channels here;
+    per-region scores per volume come from ``tumorlab.evaluation.volumes``.
+
     Modules: ``seg_metrics`` and ``volume_dice``, each an ``nn.ModuleDict`` keyed ``split_key(split)``.
     """
 
@@ -167,12 +170,17 @@ class SegMetricsMixin:
     def _update_seg_metrics(self, split: str, mask_logits: torch.Tensor, batch: dict) -> None:
         n = mask_logits.shape[0]
         pred, target = (mask_logits.detach() > 0).long(), batch["mask"].long()
+        patients = batch.get("patient")
+        if pred.shape[1] > 1:  # regions pooled: each channel of a sample counts as one more binary mask
+            channels = pred.shape[1]
+            pred, target = pred.flatten(0, 1).unsqueeze(1), target.flatten(0, 1).unsqueeze(1)
+            patients = None if patients is None else [p for p in patients for _ in range(channels)]
         metrics = self.seg_metrics[split_key(split)]
         metrics.update(pred, target)
         if self._log_objects_once(split, "seg"):
             self.log_dict(metrics, batch_size=n, on_step=False, on_epoch=True, prog_bar=split == "val")
-        if "patient" in batch:
+        if patients is not None:
             volume = self.volume_dice[split_key(split)]
-            volume.update(pred, target, batch["patient"])
+            volume.update(pred, target, patients)
             if self._log_objects_once(split, "volume"):
                 self.log(f"{split}/dice_volume", volume, batch_size=n, on_step=False, on_epoch=True)

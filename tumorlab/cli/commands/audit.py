@@ -32,7 +32,9 @@ def add_parser(sub) -> None:
         "with a test root, unreadable and skipped files, image sizes and modes.",
     )
     audit.add_argument(
-        "root", help="class folders (optionally Training/ + Testing/), an LGG kaggle_3m tree, or a CSV manifest"
+        "root",
+        help="class folders (optionally Training/ + Testing/), an LGG kaggle_3m tree, a CSV manifest, a volume "
+        "folder (BraTS, Decathlon, nnU-Net raw, DICOM) or a datalist JSON",
     )
     audit.add_argument("--test-root", help="class folders of a test set whose overlap with ROOT is reported")
     audit.add_argument("--json", action="store_true", help="print the full report as JSON")

@@ -9,9 +9,30 @@ from tumorlab.errors import TumorlabError
 __all__ = ["add_parser"]
 
 
+_VOLUME_LAYOUTS = ("brats", "brats2023", "decathlon", "nnunet", "datalist", "dicom")  # = synth.VOLUME_LAYOUTS
+
+
+def _synth_volumes(ns: argparse.Namespace) -> int:
+    from tumorlab.synth.volumes import write_volumes
+
+    extra = {} if ns.layout == "dicom" else {"orientation": ns.orientation}
+    try:
+        summary = write_volumes(
+            ns.out, ns.layout, subjects=ns.subjects, seed=ns.seed, size=ns.volume_size, slices=ns.volume_slices,
+            overwrite=ns.overwrite, **extra,
+        )  # fmt: skip
+    except (FileExistsError, ValueError) as err:
+        raise TumorlabError(str(err)) from err
+    shape = f"{ns.volume_size}x{ns.volume_size}x{ns.volume_slices}"
+    print(f"wrote {summary['subjects']} subjects ({shape} voxels) in the {summary['layout']} layout: {summary['root']}")
+    return 0
+
+
 def _synth(ns: argparse.Namespace) -> int:
     from tumorlab.synth import write_folders, write_lgg
 
+    if ns.layout in _VOLUME_LAYOUTS:
+        return _synth_volumes(ns)
     common = {"size": ns.size, "seed": ns.seed, "difficulty": ns.difficulty, "overwrite": ns.overwrite}
     try:
         if ns.layout == "lgg":
@@ -37,14 +58,18 @@ def add_parser(sub) -> None:
         "synth",
         help="generate synthetic brain-MRI phantoms in the layout of a real data set",
         description="Write a deterministic synthetic data set in the on-disk layout of the LGG kaggle_3m "
-        "download (--layout lgg) or of the 4-class folder download (--layout folders).",
+        "download (--layout lgg), of the 4-class folder download (--layout folders), or as volumes: BraTS "
+        "2021/2023, the Decathlon, nnU-Net raw, a datalist JSON with free file names, or DICOM series.",
     )
     synth.add_argument(
         "--layout",
-        choices=("lgg", "folders"),
+        choices=("lgg", "folders", *_VOLUME_LAYOUTS),
         required=True,
         help="lgg: kaggle_3m/<case>/<case>_<n>.tif + _mask.tif + data.csv; "
-        "folders: Training/ and Testing/ with one JPEG folder per class",
+        "folders: Training/ and Testing/ with one JPEG folder per class; "
+        "brats: <case>/<case>_{flair,t1,t1ce,t2,seg}.nii.gz (brats2023: <case>-{t2f,t1n,t1c,t2w,seg}); "
+        "decathlon: imagesTr/ 4D + labelsTr/ + dataset.json; nnunet: imagesTr/<case>_0000.nii.gz ...; "
+        "datalist: datalist.json over free file names; dicom: one DICOM series per modality + classes.csv",
     )
     synth.add_argument("--out", required=True, help="output folder (must be new or empty unless --overwrite)")
     synth.add_argument("--seed", type=int, default=0, help="random seed; the same seed writes the same files")
@@ -63,5 +88,11 @@ def add_parser(sub) -> None:
     )
     synth.add_argument("--train-per-class", type=int, default=60, help="folders: Training images per class")
     synth.add_argument("--test-per-class", type=int, default=15, help="folders: Testing images per class")
+    synth.add_argument("--subjects", type=int, default=6, help="volume layouts: number of subjects")
+    synth.add_argument("--volume-size", type=int, default=64, help="volume layouts: in-plane voxels per side")
+    synth.add_argument("--volume-slices", type=int, default=24, help="volume layouts: axial slices")
+    synth.add_argument(
+        "--orientation", choices=("RAS", "LPS"), default="RAS", help="volume layouts: NIfTI storage orientation"
+    )
     synth.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
     synth.set_defaults(func=_synth)
