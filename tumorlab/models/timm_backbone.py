@@ -56,7 +56,9 @@ def create_backbone(
     if starting_weights_skipped():  # a checkpoint replaces every weight: build the architecture only
         return _create(name, False, kwargs)
     if weights_file is not None:
-        return _from_file(name, Path(weights_file), kwargs)
+        from tumorlab.models.weights import resolve_weights_file
+
+        return _from_file(name, resolve_weights_file(weights_file), kwargs)
     try:
         return _create(name, pretrained, kwargs)
     except (OSError, RuntimeError) as err:
@@ -87,9 +89,9 @@ def _create(name: str, pretrained: bool, kwargs: dict) -> nn.Module:
 def pretrained_side(backbone: nn.Module, weights_file: str | None) -> int | None:
     """The input side the backbone's weights were trained at: the weights file's sidecar, else timm's
     ``pretrained_cfg["input_size"]`` (``None`` where neither says)."""
-    from tumorlab.models.weights import read_sidecar
+    from tumorlab.models.weights import read_sidecar, resolve_weights_file
 
-    info = read_sidecar(Path(weights_file)) if weights_file is not None else None
+    info = read_sidecar(resolve_weights_file(weights_file)) if weights_file is not None else None
     size = (info or {}).get("input_size") or (getattr(backbone, "pretrained_cfg", None) or {}).get("input_size")
     return int(size[-1]) if size else None
 
@@ -118,7 +120,10 @@ def check_sidecar(path: Path, architecture: str, key: str) -> dict | None:
 
 def _from_file(name: str, path: Path, kwargs: dict) -> nn.Module:
     if not path.is_file():
-        raise ConfigError(f"weights_file {path} does not exist; give a .pth or .safetensors file")
+        raise ConfigError(
+            f"weights_file {path} does not exist; give a .pth or .safetensors file (for tf_efficientnet_lite0..2: "
+            "tumorlab weights import efficientnet-lite0 writes one into the weights folder)"
+        )
     check_sidecar(path, name, "weights_file")
     with _timm_key_log() as reported:
         try:

@@ -28,7 +28,7 @@ from torch import nn
 from tumorlab.errors import ConfigError
 from tumorlab.models.face import TumorNet, replace_linear, run_head
 from tumorlab.models.preprocessing import Preprocessing
-from tumorlab.models.weights import starting_weights_skipped
+from tumorlab.models.weights import resolve_weights_file, starting_weights_skipped
 
 __all__ = ["SegClsOutput", "UNetWithClassifier", "load_encoder_file"]
 
@@ -114,7 +114,7 @@ class UNetWithClassifier(TumorNet):
         if encoder_weights_file is not None:
             self._preprocessing = _timm_preprocessing(encoder_name[3:], encoder_weights_file)
             if not starting_weights_skipped():  # else a checkpoint replaces every weight
-                load_encoder_file(self.net.encoder.model, encoder_name[3:], Path(encoder_weights_file))
+                load_encoder_file(self.net.encoder.model, encoder_name[3:], resolve_weights_file(encoder_weights_file))
 
     @property
     def segmentation_parameters(self) -> list[nn.Parameter]:
@@ -227,7 +227,10 @@ def load_encoder_file(encoder: nn.Module, architecture: str, path: Path) -> int:
 
     key = "encoder_weights_file"
     if not path.is_file():
-        raise ConfigError(f"{key} {path} does not exist; give a .safetensors or .pth file")
+        raise ConfigError(
+            f"{key} {path} does not exist; give a .safetensors or .pth file (tumorlab weights import "
+            "efficientnet-lite0 writes one for tu-tf_efficientnet_lite0)"
+        )
     info = check_sidecar(path, architecture, key) or {}
     stored = read_checkpoint(path, key)
     wanted = encoder.state_dict()

@@ -48,6 +48,7 @@ __all__ = [
     "import_weights",
     "list_weights",
     "read_sidecar",
+    "resolve_weights_file",
     "sha256_file",
     "weights_dir",
 ]
@@ -133,6 +134,15 @@ def weights_dir() -> Path:
         return Path(os.environ[WEIGHTS_DIR_ENV]).expanduser()
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(cache) / "tumorlab" / "weights"
+
+
+def resolve_weights_file(value: str | Path) -> Path:
+    """A config's weights file: ``~`` expanded; a bare file name (no folder) that is not in the current folder
+    is looked up in ``weights_dir()`` (``weights_file: tf_efficientnet_lite0.safetensors``)."""
+    path = Path(value).expanduser()
+    if len(path.parts) == 1 and not path.exists() and (weights_dir() / path).exists():
+        return weights_dir() / path
+    return path
 
 
 def sha256_file(path: Path) -> str:
