@@ -112,6 +112,7 @@ class TimmClassifier(TumorNet):
             self.freeze_all_but(trainable_layers)
         elif trainable_blocks is not None:
             freeze_all_but_groups(self.backbone, trainable_blocks, self.name)
+        self.train()  # frozen BatchNorm layers to eval mode now: Lightning restores the modes it finds
         if (pretrained or weights_file is not None) and image_size is not None:
             _warn_pretrained_size(name, pretrained_side(self.backbone, weights_file), image_size)
 
@@ -125,15 +126,6 @@ class TimmClassifier(TumorNet):
         params = dict(self.backbone.named_parameters())
         rows = [(group_label(g), any(params[n].requires_grad for n in g)) for g in timm_groups(self.backbone)]
         return [*rows, ("head", any(p.requires_grad for p in self.head.parameters()))]
-
-    def train(self, mode: bool = True) -> TimmClassifier:
-        """Set train/eval mode; BatchNorm layers whose parameters are all frozen stay in eval mode."""
-        super().train(mode)
-        if mode:
-            for m in self.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters()):
-                    m.eval()
-        return self
 
     def _check_input(self, x: torch.Tensor) -> None:
         side = min(x.shape[-2:])

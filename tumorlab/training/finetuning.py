@@ -77,6 +77,7 @@ class GradualUnfreezing(BaseFinetuning):
     def freeze_before_training(self, pl_module) -> None:
         """Freeze the whole backbone (BatchNorm included); the rest trains as configured."""
         self.freeze(backbone_of(pl_module.net), train_bn=False)
+        pl_module.net.train(pl_module.net.training)  # a TumorNet puts its frozen BatchNorm layers in eval mode
 
     def groups_open(self, epoch: int, total: int) -> int:
         """How many of the backbone's ``total`` groups (counted from the last) train in ``epoch``."""
@@ -99,6 +100,7 @@ class GradualUnfreezing(BaseFinetuning):
         in_optimizer = {id(p) for g in optimizer.param_groups for p in g["params"]}
         for p in due:
             p.requires_grad_(True)
+        pl_module.net.train(pl_module.training)  # the unfrozen BatchNorm layers train again
         new = [p for p in due if id(p) not in in_optimizer]
         if not new:
             return
