@@ -232,3 +232,33 @@ def test_layer_decay_scales_timms_groups():
     assert sum(len(g["params"]) for g in groups) == len(list(task.parameters()))
     with pytest.raises(ConfigError, match="layer_decay must lie in"):
         ClassificationTask(TimmClassifier("resnet10t"), layer_decay=1.5)
+
+
+@pytest.mark.slow
+def test_imagenet_weights_beat_random_init_after_a_few_steps_on_real_mri(real_data, lite_weights, tmp_path):
+    """The same few fine-tuning steps on a sample of the real 4-class folder: from the imported ImageNet weights
+    the validation loss ends lower than from random initialisation."""
+    from lightning.pytorch import seed_everything
+
+    from tests.conftest import quiet_trainer
+    from tumorlab.data import FolderDataModule
+    from tumorlab.models import TimmClassifier
+    from tumorlab.tasks import ClassificationTask
+
+    source = real_data / "brain-tumor-classification" / "Training"
+    for folder in sorted(p for p in source.iterdir() if p.is_dir()):
+        (tmp_path / "Training" / folder.name).mkdir(parents=True)
+        for image in sorted(folder.glob("*.jpg"))[:40]:
+            (tmp_path / "Training" / folder.name / image.name).symlink_to(image)
+    losses = {}
+    for init, weights in (("imagenet", str(lite_weights / "tf_efficientnet_lite0.safetensors")), ("random", None)):
+        seed_everything(0)
+        dm = FolderDataModule(str(tmp_path), image_size=64, batch_size=16, num_workers=0, duplicates="exact")
+        net = TimmClassifier("tf_efficientnet_lite0", weights_file=weights, num_classes=4)
+        pre = net.preprocessing
+        dm.set_normalization(list(pre.mean), list(pre.std), pre.source)
+        task = ClassificationTask(net, optimizer=functools.partial(torch.optim.Adam, lr=1e-3))
+        trainer = quiet_trainer(tmp_path / init, max_steps=6, limit_val_batches=2, num_sanity_val_steps=0)
+        trainer.fit(task, datamodule=dm)
+        losses[init] = float(trainer.validate(task, datamodule=dm, verbose=False)[0]["val/loss"])
+    assert losses["imagenet"] < losses["random"], losses
