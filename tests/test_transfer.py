@@ -262,3 +262,15 @@ def test_imagenet_weights_beat_random_init_after_a_few_steps_on_real_mri(real_da
         trainer.fit(task, datamodule=dm)
         losses[init] = float(trainer.validate(task, datamodule=dm, verbose=False)[0]["val/loss"])
     assert losses["imagenet"] < losses["random"], losses
+
+
+def test_init_from_a_file_that_is_not_a_checkpoint(tmp_path):
+    from tumorlab.models import SmallCNN
+    from tumorlab.tasks import ClassificationTask
+
+    bad = tmp_path / "notes.ckpt"
+    bad.write_text("not a checkpoint")
+    with pytest.raises(ConfigError, match=f"model.init_from {bad} is not a readable checkpoint"):
+        ClassificationTask(SmallCNN(num_classes=2, image_size=32), init_from=str(bad))
+    with pytest.raises(ConfigError, match="does not exist; give a fit run folder or a .ckpt file"):
+        ClassificationTask(SmallCNN(num_classes=2, image_size=32), init_from=str(tmp_path / "missing.ckpt"))
