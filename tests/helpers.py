@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch import Callback, LightningDataModule, LightningModule
 from torch.utils.data import DataLoader, Dataset
 
 
@@ -108,3 +108,15 @@ class PlainModule(LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+class NaNImagesOnRank(Callback):
+    """Puts NaN into the first image of training batch ``batch`` of process ``rank`` only: a fault that one DDP
+    process sees and the others do not (before tumorlab's FiniteGuard, which the command adds after it)."""
+
+    def __init__(self, rank: int = 1, batch: int = 1) -> None:
+        self.rank, self.batch = rank, batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_rank == self.rank and batch_idx == self.batch:
+            batch["image"][0].fill_(float("nan"))

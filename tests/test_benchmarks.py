@@ -180,3 +180,17 @@ def test_results_prunes_the_newest_cnn9_fit_of_every_fold(tmp_path, monkeypatch)
     assert results._dense_cnn9_runs(ns) == [cv / "fold0" / "2026-01-01_11-00-00_fit", cv / "fold1" / "a_fit"]
     assert results._dense_cnn9_runs(argparse.Namespace(work=tmp_path / "none", pruning_run=None)) == []
     assert results._dense_cnn9_runs(argparse.Namespace(work=tmp_path, pruning_run=Path("x"))) == [Path("x")]
+
+
+@pytest.mark.slow
+def test_transfer_benchmark_quick(tmp_path, folders_phantom):
+    stdout, record = _quick(
+        "transfer.py", tmp_path, "--root", str(folders_phantom), "--work", str(tmp_path / "work"), "--runs",
+        "lite0_imagenet_full", "lite0_imagenet_frozen", timeout=400,
+    )  # fmt: skip
+    runs = {r["name"]: r for r in record["results"]["runs"]}
+    assert set(runs) == {"lite0_imagenet_full", "lite0_imagenet_frozen"}
+    assert runs["lite0_imagenet_frozen"]["parameters"]["trainable"] == 1280 * 4 + 4  # the head alone
+    assert runs["lite0_imagenet_full"]["parameters"]["trainable"] > 3_000_000
+    assert all(0 <= r["test_metrics"]["acc"] <= 1 and r["wall_s"] > 0 for r in runs.values())
+    assert "| lite0_imagenet_full |" in stdout and "recall glioma" in stdout

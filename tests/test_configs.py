@@ -86,11 +86,16 @@ def _overrides(cfg: dict, phantoms: dict[str, Path], tmp_path: Path) -> list[str
     else:
         args += [f"--data.csv={phantoms['manifest']}", "--data.min_class_count=0", "--data.max_per_patient=null"]
         args += ["--data.num_workers=0"]
-    if net_name == "TimmClassifier":
-        args.append("--model.net.init_args.pretrained=false")
+    if net_name == "TimmClassifier" and not net_args.get("weights_file"):
+        args.append("--model.net.init_args.pretrained=false")  # a weights file is imported offline: it stays
     if net_name == "UNetWithClassifier":
-        assert net_args.get("encoder_weights") is None, "configs train the U-Net from scratch unless a user says so"
+        assert net_args.get("encoder_weights") is None, "smp downloads: configs use encoder_weights_file instead"
     return args
+
+
+def _uses_weights_file(cfg: dict) -> bool:
+    net_args = cfg["model"]["init_args"]["net"].get("init_args", {})
+    return bool(net_args.get("weights_file") or net_args.get("encoder_weights_file"))
 
 
 def _fast_dev_run(configs: list[Path], cfg: dict, phantoms, tmp_path) -> None:
@@ -155,8 +160,15 @@ def test_full_config_parses_and_keeps_to_its_study(configs, capsys):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("configs", COMPOSED, ids=_ids)
-def test_full_config_runs_one_step(configs, phantoms, tmp_path):
-    _fast_dev_run(configs, _merged(configs), phantoms, tmp_path)
+def test_full_config_runs_one_step(configs, phantoms, tmp_path, request, monkeypatch):
+    cfg = _merged(configs)
+    if _uses_weights_file(cfg):  # the real ImageNet file, imported from the installed package for the session
+        monkeypatch.setenv("TUMORLAB_WEIGHTS_DIR", str(request.getfixturevalue("lite_weights")))
+    _fast_dev_run(configs, cfg, phantoms, tmp_path)
+    if _uses_weights_file(cfg):
+        (record,) = list((tmp_path / "runs").rglob("run.json"))
+        normalization = json.loads(record.read_text())["preprocessing"]["normalization"]
+        assert normalization["mean"] == [0.5, 0.5, 0.5] and "tf_efficientnet_lite0" in normalization["source"]
 
 
 def _lgg_base(tmp_path: Path, task: str) -> tuple[Path, dict]:

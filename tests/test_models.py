@@ -120,7 +120,7 @@ def test_timm_freezing_modes():
 
     with pytest.raises(ConfigError, match=f"has {len(layers)} parameterised layers; choose 1..{len(layers)}"):
         TimmClassifier("resnet18", trainable_layers=500)
-    with pytest.raises(ConfigError, match="not both"):
+    with pytest.raises(ConfigError, match="set only one of trainable_layers, trainable_blocks and freeze_backbone"):
         TimmClassifier("resnet18", trainable_layers=3, freeze_backbone=True)
 
 

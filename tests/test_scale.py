@@ -245,3 +245,23 @@ def test_processes_of_one_launcher_job_share_a_run_folder(monkeypatch, tmp_path)
     monkeypatch.setenv("RANK", "0")
     assert new_run_dir(tmp_path, "ddp", "fit").name.endswith("_fit")
     assert not new_run_dir(tmp_path, "ddp", "fit").name.startswith("job-")
+
+
+@pytest.mark.slow
+def test_a_fault_in_one_ddp_process_stops_every_process_with_one_message(tmp_path, lgg_phantom):
+    """Rank 1 alone sees NaN images: both processes stop at the same step with rank 1's message, none hangs."""
+    args = ["--config", DEMO, "--config", DDP, "--data.root", str(lgg_phantom), *TINY, "--trainer.accelerator", "cpu",
+            "--trainer.devices", "2", "--trainer.strategy.init_args.process_group_backend", "gloo",
+            "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "4", "--trainer.logger", "false",
+            "--trainer.callbacks+=tests.helpers.NaNImagesOnRank", "--run.root", "out"]  # fmt: skip
+    env_path = os.environ.get("PYTHONPATH", "")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env_path) if p)
+    try:
+        start = time.monotonic()
+        r = run_cli("fit", *args, cwd=tmp_path, timeout=240)
+    finally:
+        os.environ["PYTHONPATH"] = env_path
+    assert r.returncode != 0 and time.monotonic() - start < 200
+    line = "tumorlab: error: process 1 of 2: training batch 1 of epoch 0 holds NaN or Inf pixel values (1 of 8 images"
+    assert r.stderr.count(line) == 2, r.stderr[-3000:]  # each process prints the same one line
+    assert "Traceback" not in r.stderr

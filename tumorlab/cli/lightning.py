@@ -31,8 +31,10 @@ from tumorlab.cli.config import (
 )
 from tumorlab.cli.messages import command_options, one_line, report_error
 from tumorlab.cli.quiet import quiet_known_noise
+from tumorlab.cli.transfer import complete_transfer, weights_from_checkpoint
 from tumorlab.errors import ConfigError
 from tumorlab.links import apply_normalization, check_explicit_links, fix_null_strings, link_net_args
+from tumorlab.models.weights import from_checkpoint
 from tumorlab.runs.config import check_against_run, with_run_config
 from tumorlab.runs.folders import (
     RUN_DIR_ENV,
@@ -149,6 +151,7 @@ class TumorlabCLI(LightningCLI):
         """What tumorlab adds to every config before anything is built; the saved config.yaml shows it."""
         fix_null_strings(cfg)
         modernize_class_paths(cfg)
+        complete_transfer(cfg, self.explicit)
         if "verbose" in cfg and not any(a.split("=", 1)[0] == "--verbose" for a in self.argv):
             cfg.verbose = False  # validate, test: tumorlab prints one table of its own, not Lightning's too
         self._add_run_callbacks(cfg)
@@ -233,8 +236,9 @@ class TumorlabCLI(LightningCLI):
             cfg.trainer.enable_progress_bar = False
 
     def instantiate_classes(self) -> None:
-        super().instantiate_classes()
         cfg = self.config[self.subcommand]
+        with from_checkpoint(weights_from_checkpoint(self.subcommand, cfg)):  # the checkpoint has every weight
+            super().instantiate_classes()
         from tumorlab.runs.crossdata import adapt_task
 
         mapping = adapt_task(self.model, self.datamodule)  # a model scored on other classes: before the checks

@@ -39,16 +39,18 @@ LINKED = ("num_classes", "in_channels", "image_size")
 
 def _instantiate(key: str, base: type, node: dict) -> Any:
     """Instantiate ``{class_path, init_args}`` under ``key`` with jsonargparse (callables such as the
-    optimiser are resolved as LightningCLI does)."""
+    optimiser are resolved as LightningCLI does), without reading starting weights (the caller loads a run's)."""
     from jsonargparse import ArgumentParser
 
     import tumorlab.data.modules  # noqa: F401  (short class names)
     import tumorlab.tasks  # noqa: F401
+    from tumorlab.models.weights import from_checkpoint
 
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(base, key, required=True)
     cfg = parser.parse_object({key: node})
-    return parser.instantiate_classes(cfg)[key]
+    with from_checkpoint():  # a trained run's weights are loaded next: no starting weights are read
+        return parser.instantiate_classes(cfg)[key]
 
 
 def _net_accepts(class_path: str) -> set[str]:

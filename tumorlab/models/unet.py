@@ -8,11 +8,17 @@ The face follows the classifiers': ``forward_features`` is the list of encoder f
 runs decoder, segmentation head and classification head on them. ``cam_layer`` is ``bottleneck``, an identity
 tap on the deepest encoder map (the last encoder stage's output, which both heads read), so a Grad-CAM hooks
 the same tensor for any smp encoder. Inputs must have sides divisible by ``output_stride`` (2**encoder_depth).
+
+``encoder_weights_file`` initialises a timm encoder (smp's ``tu-<timm name>``, e.g. ``tu-tf_efficientnet_lite0``)
+from a local timm weights file, such as one made by ``tumorlab weights import``: every encoder tensor must be in
+the file with its shape (the first convolution is adapted to ``in_channels`` as timm does); the file's tensors
+the encoder does not use (the classifier, the layers after the deepest stage used) are counted and printed.
 """
 
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 from typing import Literal, NamedTuple
 
 import segmentation_models_pytorch as smp
@@ -22,8 +28,9 @@ from torch import nn
 from tumorlab.errors import ConfigError
 from tumorlab.models.face import TumorNet, replace_linear, run_head
 from tumorlab.models.preprocessing import Preprocessing
+from tumorlab.models.weights import resolve_weights_file, starting_weights_skipped
 
-__all__ = ["SegClsOutput", "UNetWithClassifier"]
+__all__ = ["SegClsOutput", "UNetWithClassifier", "load_encoder_file"]
 
 
 class SegClsOutput(NamedTuple):
@@ -41,6 +48,9 @@ class UNetWithClassifier(TumorNet):
         encoder_name: an encoder smp knows (``resnet18``, ``resnet34``, ``efficientnet-b0``, ``mobilenet_v2`` ...).
         encoder_weights: ``"imagenet"`` (or another name smp lists for the encoder) to start from pretrained
             weights, which smp downloads on first use; ``None`` for random initialisation.
+        encoder_weights_file: a local timm weights file (``.safetensors``/``.pth``) for a ``tu-`` encoder, instead
+            of ``encoder_weights``; a sidecar made by ``tumorlab weights import`` must name the same architecture.
+            Normalisation then follows the file's sidecar (mean, std), else timm's ``pretrained_cfg``.
         in_channels: input channels (3 for the LGG slices, one per modality for volumes).
         num_classes: classes of the slice-level head (2: no tumour / tumour).
         mask_channels: output channels of the segmentation head, each an independent sigmoid: 1 (tumour), or
@@ -65,13 +75,16 @@ class UNetWithClassifier(TumorNet):
         decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16),
         head_dropout: float = 0.2,
         pooling: Literal["avg", "max"] = "avg",
+        encoder_weights_file: str | None = None,
     ) -> None:
         super().__init__()
         known = smp.encoders.get_encoder_names()
-        if encoder_name not in known:
+        timm_encoder = encoder_name.startswith("tu-") and _is_timm_model(encoder_name[3:])
+        if encoder_name not in known and not timm_encoder:
             examples = ", ".join(n for n in ("resnet18", "resnet34", "efficientnet-b0", "mobilenet_v2") if n in known)
             raise ConfigError(
-                f"unknown smp encoder {encoder_name!r}; use one of smp.encoders.get_encoder_names(), e.g. {examples}"
+                f"unknown smp encoder {encoder_name!r}; use one of smp.encoders.get_encoder_names(), e.g. {examples}, "
+                "or tu-<timm model name> for a timm encoder (tu-tf_efficientnet_lite0)"
             )
         if len(decoder_channels) != encoder_depth:
             raise ConfigError(
@@ -82,6 +95,11 @@ class UNetWithClassifier(TumorNet):
             raise ConfigError(f"num_classes must be at least 2 (a softmax head), got {num_classes}")
         if mask_channels < 1:
             raise ConfigError(f"mask_channels must be at least 1, got {mask_channels}")
+        if encoder_weights_file is not None and (encoder_weights is not None or not encoder_name.startswith("tu-")):
+            raise ConfigError(
+                f"encoder_weights_file needs a timm encoder (tu-<timm name>, e.g. tu-tf_efficientnet_lite0) and "
+                f"encoder_weights: null; got encoder_name {encoder_name!r}, encoder_weights {encoder_weights!r}"
+            )
         self.num_classes = num_classes
         self.in_channels, self.mask_channels = in_channels, mask_channels
         self.net = smp.Unet(
@@ -98,6 +116,11 @@ class UNetWithClassifier(TumorNet):
         self.bottleneck = nn.Identity()
         # Computed now: smp reads the statistics from the config.json it fetched with the weights.
         self._preprocessing = _smp_preprocessing(encoder_name, encoder_weights)
+        self.encoder_weights_file = encoder_weights_file
+        if encoder_weights_file is not None:
+            self._preprocessing = _timm_preprocessing(encoder_name[3:], encoder_weights_file)
+            if not starting_weights_skipped():  # else a checkpoint replaces every weight
+                load_encoder_file(self.net.encoder.model, encoder_name[3:], resolve_weights_file(encoder_weights_file))
 
     @property
     def segmentation_parameters(self) -> list[nn.Parameter]:
@@ -181,6 +204,62 @@ def _smp_preprocessing(encoder_name: str, encoder_weights: str | None) -> Prepro
         source += f" (the encoder expects {space} input in the range {scale})"
     fallback = f"ImageNet statistics (smp lists no 3-channel mean/std for {encoder_name} {encoder_weights})"
     return Preprocessing.from_stats(params.get("mean"), params.get("std"), source, fallback)
+
+
+def _is_timm_model(name: str) -> bool:
+    import timm
+
+    return timm.is_model(name)
+
+
+def _timm_preprocessing(architecture: str, weights_file: str) -> Preprocessing:
+    """timm's ``pretrained_cfg`` mean and std of ``architecture``: what its weights files were trained with."""
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(architecture)
+    source = f"timm pretrained_cfg of {architecture} (encoder_weights_file {Path(weights_file).name})"
+    fallback = f"ImageNet statistics (timm pretrained_cfg of {architecture} has no 3-channel mean/std)"
+    return Preprocessing.from_stats(getattr(cfg, "mean", None), getattr(cfg, "std", None), source, fallback)
+
+
+def load_encoder_file(encoder: nn.Module, architecture: str, path: Path) -> int:
+    """Load timm weights file ``path`` of ``architecture`` into ``encoder`` (a timm features model); return the
+    number of tensors loaded. Every encoder tensor must be in the file with its shape."""
+    import timm
+    from timm.models import adapt_input_conv
+
+    from tumorlab.models.timm_backbone import check_sidecar
+    from tumorlab.models.weights import read_checkpoint
+
+    key = "encoder_weights_file"
+    if not path.is_file():
+        raise ConfigError(
+            f"{key} {path} does not exist; give a .safetensors or .pth file (tumorlab weights import "
+            "efficientnet-lite0 writes one for tu-tf_efficientnet_lite0)"
+        )
+    info = check_sidecar(path, architecture, key) or {}
+    stored = read_checkpoint(path, key)
+    wanted = encoder.state_dict()
+    first_conv = f"{timm.models.get_pretrained_cfg(architecture).first_conv}.weight"
+    if first_conv in stored and first_conv in wanted and stored[first_conv].shape[1] != wanted[first_conv].shape[1]:
+        stored = {**stored, first_conv: adapt_input_conv(wanted[first_conv].shape[1], stored[first_conv])}
+    missing = [k for k in wanted if k not in stored]
+    shapes = [k for k in wanted if k in stored and stored[k].shape != wanted[k].shape]
+    # Tensors the encoder leaves out must still belong to the architecture (its head, its unused last stages):
+    # a deeper variant's extra blocks (lite1 in lite0) have shapes that agree and would load half the file.
+    known = timm.create_model(architecture, pretrained=False).state_dict().keys()
+    unexpected = [k for k in stored if k not in known]
+    if missing or shapes or unexpected:
+        shown = ", ".join((missing + shapes + unexpected)[:4])
+        raise ConfigError(
+            f"{key} {path} does not fit encoder tu-{architecture}: {len(missing)} missing, {len(shapes)} "
+            f"mismatched and {len(unexpected)} unexpected tensors ({shown}); give a weights file of {architecture}"
+        )
+    if info.get("mean") and list(info["mean"]) != list(timm.models.get_pretrained_cfg(architecture).mean):
+        raise ConfigError(f"{key} {path}: its sidecar mean {info['mean']} is not timm's for {architecture}")
+    encoder.load_state_dict({k: stored[k] for k in wanted}, strict=True)
+    print(f"encoder tu-{architecture}: {len(wanted)} tensors from {path} ({len(stored) - len(wanted)} unused)")
+    return len(wanted)
 
 
 def _drop_unused_stages(encoder: nn.Module, depth: int) -> None:

@@ -253,7 +253,10 @@ def load_run(
     _no_starting_weights(model)  # the checkpoint holds every weight: fetching pretrained ones would only fail offline
     if data_root is not None:
         data.setdefault("init_args", {})["root"] = str(data_root)
-    built = parser.instantiate(parser.parse_object({"data": data, "model": model}))
+    from tumorlab.models.weights import from_checkpoint
+
+    with from_checkpoint():  # weights files, init_from: the checkpoint replaces them, they may be gone
+        built = parser.instantiate(parser.parse_object({"data": data, "model": model}))
     task = built.model
     if weights:
         load_weights(task, checkpoint)
@@ -291,6 +294,8 @@ def load_weights(task: Any, checkpoint: str | Path) -> None:
 
 # Network arguments that fetch starting weights; the checkpoint replaces them all, so nothing is downloaded.
 _STARTING_WEIGHTS = {"pretrained": False, "weights_file": None, "encoder_weights": None}
+# Read only outside models.weights.from_checkpoint; kept as configured, since they also set the normalisation
+# (encoder_weights_file) or are a record of the run (init_from).
 
 
 def _no_starting_weights(node) -> None:

@@ -16,10 +16,22 @@ from torchmetrics import MaxMetric, MinMetric
 from tumorlab.errors import ConfigError
 from tumorlab.tasks.metrics import monitor_mode
 
-__all__ = ["BEST_CHECKPOINT_KEY", "ClassWeights", "TumorTask"]
+__all__ = ["BEST_CHECKPOINT_KEY", "ClassWeights", "TumorTask", "check_plateau_mode"]
 
 ClassWeights = list[float] | Literal["auto"] | None
 BEST_CHECKPOINT_KEY = "tumorlab_monitor_best"
+
+
+def check_plateau_mode(mode: str, monitor: str) -> None:
+    """Refuse a ``ReduceLROnPlateau`` ``mode`` against the direction in which ``monitor`` improves: it would cut
+    the learning rate every time the model gets better."""
+    wanted = monitor_mode(monitor)
+    if mode != wanted:
+        way = "falls" if wanted == "min" else "rises"
+        raise ConfigError(
+            f"model.scheduler ReduceLROnPlateau has mode {mode!r} but model.monitor {monitor} improves when it "
+            f"{way}: set mode: {wanted} (or leave mode out: tumorlab derives it from the monitor)"
+        )
 
 
 class TumorTask(LightningModule):
@@ -29,7 +41,9 @@ class TumorTask(LightningModule):
         optimizer: a callable that takes the parameters, e.g. ``torch.optim.Adam`` with ``init_args``.
             Only parameters that require gradients are given to it (frozen layers stay untouched).
         scheduler: a callable that takes the optimiser, or ``None``. ``ReduceLROnPlateau`` watches ``monitor``.
-        monitor: the logged metric that a plateau scheduler watches. When it is a validation metric
+        monitor: the logged metric that a plateau scheduler watches; ``ReduceLROnPlateau``'s ``mode`` follows
+            its direction (``min`` for names with ``loss`` in them, else ``max``), and a ``mode`` that contradicts
+            it is a ``ConfigError``. When it is a validation metric
             (``val/...``), its best value so far is logged after every validation epoch as ``<monitor>_best``
             (e.g. ``val/auroc_best``): the lowest for names with ``loss`` in them, else the highest. Sanity-check
             batches never count; the best is saved in checkpoints, so a resumed fit continues it.
@@ -119,11 +133,28 @@ class TumorTask(LightningModule):
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._step(batch, "test")
 
+    def _start_from(self, init_from: str | None) -> None:
+        """Load ``init_from``'s matching weights (``tasks.init_from``) unless a checkpoint will replace them."""
+        from tumorlab.models.weights import starting_weights_skipped
+        from tumorlab.tasks.init_from import load_init_from
+
+        self.init_from = init_from
+        if init_from is not None and not starting_weights_skipped():
+            load_init_from(self, init_from)
+
+    def parameter_groups(self) -> list[dict] | list[torch.nn.Parameter]:
+        """What the optimiser gets: the parameters that require gradients (subclasses may group them)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
+        optimizer = self.optimizer_factory(self.parameter_groups())
+        for group in optimizer.param_groups:  # layer-wise decay: timm's groups carry a learning-rate scale
+            group["lr"] = group["lr"] * group.pop("lr_scale", 1.0)
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            check_plateau_mode(scheduler.mode, self.monitor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor}}
 
     def parameter_counts(self) -> dict[str, int]:
@@ -133,11 +164,20 @@ class TumorTask(LightningModule):
 
     def on_fit_start(self) -> None:
         counts = self.parameter_counts()
+        groups = self.net.trainable_groups() if callable(getattr(self.net, "trainable_groups", None)) else []
+        training = [name for name, trains in groups if trains]
+        where = ""
+        if groups:
+            span = f"{training[0]} .. {training[-1]}" if training else "none"
+            where = f"; {len(training)} of {len(groups)} groups train ({span})"
         rank_zero_info(
-            f"{type(self.net).__name__}: {counts['trainable']:,} trainable of {counts['total']:,} parameters"
+            f"{type(self.net).__name__}: {counts['trainable']:,} trainable of {counts['total']:,} parameters{where}"
         )
+        hparams = {"params/total": counts["total"], "params/trainable": counts["trainable"]}
+        if training:
+            hparams.update({"params/first_trainable_group": training[0], "params/last_trainable_group": training[-1]})
         for logger in self.loggers:
-            logger.log_hyperparams({"params/total": counts["total"], "params/trainable": counts["trainable"]})
+            logger.log_hyperparams(hparams)
 
     # -- best value of the monitored validation metric ------------------------------------------------------
     def on_validation_epoch_end(self) -> None:
@@ -183,6 +223,9 @@ class TumorTask(LightningModule):
         return True
 
     def on_train_epoch_start(self) -> None:
+        # Lightning restores the train/eval modes it captured before the sanity check; the network's own train()
+        # keeps frozen BatchNorm layers (frozen since, e.g. by a finetuning callback) in eval mode.
+        self.net.train()
         self._reset_metrics("train")
         self._epoch_start = time.perf_counter()
 

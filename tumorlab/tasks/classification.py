@@ -26,6 +26,12 @@ class ClassificationTask(ClassMetricsMixin, TumorTask):
         optimizer: see ``TumorTask``.
         scheduler: see ``TumorTask``.
         monitor: see ``TumorTask``.
+        init_from: a fit run folder or ``.ckpt`` to start from (``tasks.init_from``: the matching backbone
+            weights are loaded, a head of another width is new).
+        layer_decay: layer-wise learning-rate decay for a ``TimmClassifier`` (ViTs, ConvNeXts): timm's groups
+            (``group_matcher``) get the learning rate times ``layer_decay ** (depth from the top)``, the head the
+            full rate (timm's ``param_groups_layer_decay``, what ``timm.optim.create_optimizer_v2`` uses);
+            e.g. 0.75. ``None``: one learning rate.
 
     Logged per split: ``loss``, ``acc``, ``precision``, ``recall``, ``f1``, ``f2``, ``auroc`` (binary:
     of class 1; more classes: macro), per class ``precision_<class>`` ... for val/test; training time.
@@ -39,6 +45,8 @@ class ClassificationTask(ClassMetricsMixin, TumorTask):
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
         monitor: str = "val/loss",
+        init_from: str | None = None,
+        layer_decay: float | None = None,
     ) -> None:
         super().__init__(optimizer=optimizer, scheduler=scheduler, monitor=monitor)
         if not isinstance(getattr(net, "num_classes", None), int):
@@ -50,6 +58,26 @@ class ClassificationTask(ClassMetricsMixin, TumorTask):
         self.label_smoothing = label_smoothing
         self._init_class_weights(class_weights)
         self._add_class_metrics(net.num_classes)
+        if layer_decay is not None and (not 0 < layer_decay <= 1 or not hasattr(net, "backbone")):
+            raise ConfigError(
+                f"model.layer_decay must lie in (0, 1] and needs a TimmClassifier; got {layer_decay} for "
+                f"{type(net).__name__}"
+            )
+        self.layer_decay = layer_decay
+        self._start_from(init_from)
+
+    def parameter_groups(self) -> list:
+        """The trainable parameters; with ``layer_decay`` timm's layer-decay groups of the backbone (each with an
+        ``lr_scale``) plus the head at the full rate."""
+        if self.layer_decay is None:
+            return super().parameter_groups()
+        from timm.optim import param_groups_layer_decay
+
+        decay = float(getattr(self.optimizer_factory, "keywords", {}).get("weight_decay", 0.0) or 0.0)
+        groups = param_groups_layer_decay(self.net.backbone, weight_decay=decay, layer_decay=self.layer_decay)
+        backbone = {id(p) for p in self.net.backbone.parameters()}
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in backbone]
+        return [*(g for g in groups if g["params"]), {"params": rest, "lr_scale": 1.0}]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.net(x)

@@ -37,6 +37,8 @@ class MultiTaskTask(ClassMetricsMixin, SegMetricsMixin, TumorTask):
         optimizer: see ``TumorTask``.
         scheduler: see ``TumorTask``.
         monitor: see ``TumorTask``.
+        init_from: a fit run folder or ``.ckpt`` to start from (``tasks.init_from``): a U-Net run's weights, or
+            a ``TimmClassifier`` run's backbone for a ``tu-`` encoder of the same timm architecture.
 
     L_seg is soft Dice + binary cross-entropy on the mask logits; L_cls is cross-entropy on the class logits.
     Logged per split (``train/``, ``val/``, ``test/``): ``loss``, ``loss_seg``, ``loss_cls``, ``dice``, ``iou``,
@@ -53,6 +55,7 @@ class MultiTaskTask(ClassMetricsMixin, SegMetricsMixin, TumorTask):
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
         monitor: str = "val/loss",
+        init_from: str | None = None,
     ) -> None:
         super().__init__(optimizer=optimizer, scheduler=scheduler, monitor=monitor)
         if not 0.0 <= theta <= 1.0:
@@ -70,6 +73,7 @@ class MultiTaskTask(ClassMetricsMixin, SegMetricsMixin, TumorTask):
         self._init_class_weights(class_weights)
         self._add_seg_metrics()
         self._add_class_metrics(net.num_classes)
+        self._start_from(init_from)
 
     def check_data(self, datamodule) -> None:
         """The data must yield masks and have as many classes as the head."""

@@ -23,6 +23,7 @@ class SegmentationTask(SegMetricsMixin, TumorTask):
         optimizer: see ``TumorTask``.
         scheduler: see ``TumorTask``.
         monitor: see ``TumorTask``.
+        init_from: a fit run folder or ``.ckpt`` to start from (see ``MultiTaskTask``).
 
     Logged per split: ``loss``, ``dice``, ``iou`` (pooled over all pixels) and ``dice_volume`` (the mean over
     patients of each patient's volume Dice; empty prediction on an empty volume = 1).
@@ -34,6 +35,7 @@ class SegmentationTask(SegMetricsMixin, TumorTask):
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
         monitor: str = "val/loss",
+        init_from: str | None = None,
     ) -> None:
         super().__init__(optimizer=optimizer, scheduler=scheduler, monitor=monitor)
         self.save_hyperparameters(ignore=["net"])
@@ -41,6 +43,7 @@ class SegmentationTask(SegMetricsMixin, TumorTask):
         for p in getattr(net, "classification_parameters", []):
             p.requires_grad_(False)
         self._add_seg_metrics()
+        self._start_from(init_from)
 
     @property
     def num_classes(self) -> int | None:

@@ -32,7 +32,7 @@ from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from tumorlab.errors import ConfigError, DataError, RunError
+from tumorlab.errors import ConfigError, DataError, RunError, TumorlabError
 from tumorlab.tasks.metrics import monitor_mode  # re-exported: the checkpoint callbacks' mode
 
 __all__ = [
@@ -333,28 +333,33 @@ class FiniteGuard(Callback):
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         images = batch.get("image") if isinstance(batch, dict) else None
+        self._bad_batch = None
         if isinstance(images, torch.Tensor) and not bool(torch.isfinite(images).all()):
             bad = (~torch.isfinite(images)).flatten(1).any(1).nonzero().flatten().tolist()
             files = (
                 [str(batch["image_path"][i]) for i in bad] if "image_path" in batch else [f"sample {i}" for i in bad]
             )
-            raise DataError(
+            self._bad_batch = DataError(
                 f"training batch {batch_idx} of epoch {trainer.current_epoch} holds NaN or Inf pixel values "
                 f"({len(bad)} of {images.shape[0]} images, first: {files[0]}); check those files and data.normalize"
             )
+            if trainer.world_size == 1:  # several processes decide together after the step (stop_every_rank)
+                raise self._bad_batch
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if isinstance(loss, torch.Tensor) and not bool(torch.isfinite(loss).all()):
+        error: TumorlabError | None = getattr(self, "_bad_batch", None)
+        if error is None and isinstance(loss, torch.Tensor) and not bool(torch.isfinite(loss).all()):
             last = _last_checkpoint(trainer)
             kept = f"the last good checkpoint is {last}" if last else "no checkpoint had been written yet"
-            raise ConfigError(
+            error = ConfigError(
                 f"the training loss became {float(loss.detach()):.4g} at epoch {trainer.current_epoch}, step "
                 f"{trainer.global_step} (batch {batch_idx}); training stopped and {kept}. A learning rate that "
                 "is too high is the usual cause: lower model.optimizer.init_args.lr"
             )
+        stop_every_rank(trainer, error)
 
     # The last optimiser step of an epoch can overflow the weights after the last loss was checked: look at the
     # weights before the epoch's checkpoints are written (Lightning runs checkpoint callbacks after this one).
@@ -366,17 +371,42 @@ class FiniteGuard(Callback):
         _check_weights(trainer, pl_module)
 
 
+def stop_every_rank(trainer: Trainer, error: TumorlabError | None) -> None:
+    """Raise ``error`` in every process when any process has one (``None``: this one has none).
+
+    One process that raised alone would leave the others waiting in their next collective call for ever (or
+    until the process group's timeout). All processes call this at the same point; a cheap all-reduce of one
+    flag decides, and only when it is set are the messages gathered, so every rank raises the same error, the
+    first failing rank's, with that rank named.
+    """
+    if trainer.world_size == 1:
+        if error is not None:
+            raise error
+        return
+    if not trainer.strategy.reduce_boolean_decision(error is not None, all=False):
+        return
+    import torch.distributed as dist
+
+    gathered: list = [None] * trainer.world_size
+    dist.all_gather_object(gathered, None if error is None else (type(error).__name__, str(error)))
+    rank, (kind, message) = next((r, m) for r, m in enumerate(gathered) if m is not None)
+    cls = DataError if kind == "DataError" else ConfigError
+    raise cls(f"process {rank} of {trainer.world_size}: {message}")
+
+
 def _check_weights(trainer: Trainer, pl_module: LightningModule) -> None:
     tensors = [*pl_module.named_parameters(), *pl_module.named_buffers()]  # BatchNorm statistics overflow too
     bad = [name for name, t in tensors if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    error = None
     if bad:
         last = _last_checkpoint(trainer)
         kept = f"the last good checkpoint is {last}" if last else "no checkpoint had been written yet"
-        raise ConfigError(
+        error = ConfigError(
             f"the weights became NaN or Inf at epoch {trainer.current_epoch}, step {trainer.global_step} "
             f"({len(bad)} tensors, first: {bad[0]}); training stopped and {kept}. A learning rate that is too high "
             "is the usual cause: lower model.optimizer.init_args.lr"
         )
+    stop_every_rank(trainer, error)
 
 
 def _last_checkpoint(trainer: Trainer) -> str | None:
