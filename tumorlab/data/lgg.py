@@ -214,6 +214,21 @@ class LGGData(TumorData):
         """Sorted patient ids of all slices."""
         return sorted({s.patient for s in self.slices})
 
+    def group_values(self, key: str) -> list[str]:
+        """Per slice: its patient's ``institution`` (``institution_of``) or its patient's data.csv column ``key``."""
+        if key == "institution":
+            return [institution_of(s.patient) for s in self.samples]
+        columns = sorted({c for row in self.metadata.values() for c in row} - {"Patient"})
+        if key not in columns:
+            raise DataError(
+                f"data.test_group_by {key!r}: LGG data groups by 'institution' or a data.csv column "
+                f"({', '.join(columns) or f'no data.csv under {self.root}'})"
+            )
+        missing = sorted({s.patient for s in self.samples if not (self.metadata.get(s.patient) or {}).get(key)})
+        if missing:
+            raise DataError(f"data.test_group_by {key!r}: data.csv has no value for patient {missing[0]}")
+        return [self.metadata[s.patient][key] for s in self.samples]
+
     def sample_labels(self, infos: list[SampleInfo]) -> np.ndarray:
         """1 where the full-size mask has any tumour pixel, else 0."""
         return np.array([int((x.mask_pixels or 0) > 0) for x in infos], dtype=np.int64)
