@@ -110,8 +110,20 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser(name, help=help_text, add_help=False)
 
     # one module per command: argparse code only, its implementation imported when it runs
-    from tumorlab.cli.commands import audit, bench, cam, compare, cv, export, predict_images, prune, report, synth
+    from tumorlab.cli.commands import (
+        audit,
+        bench,
+        cam,
+        compare,
+        cv,
+        ensemble,
+        export,
+        predict_images,
+        prune,
+        report,
+        synth,
+    )
 
-    for command in (synth, audit, report, compare, cam, cv, prune, bench, export, predict_images):
+    for command in (synth, audit, report, compare, cam, cv, ensemble, prune, bench, export, predict_images):
         command.add_parser(sub)
     return parser

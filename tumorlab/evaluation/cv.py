@@ -287,8 +287,8 @@ def summarise(runs: Sequence[str | Path], groups: Sequence[dict] | None = None) 
 def pooled_metrics(runs: Sequence[str | Path]) -> dict[str, float | None]:
     """The overall metrics of the test rows of every run's ``predictions.csv`` together (``evaluation.metrics``),
     under the names the runs log (``test/acc`` ...); a sample predicted by two runs is refused."""
-    from tumorlab.runs.load import read_predictions
     from tumorlab.evaluation.metrics import compute_metrics, parse_predictions
+    from tumorlab.runs.load import read_predictions
 
     rows, seen = [], {}
     for run in runs:
