@@ -25,7 +25,8 @@ Regenerate everything (about {hours:.1f} h on this machine) with
 
     make results      # = TUMORLAB_REAL_DATA=../shared/data python benchmarks/results.py --docs docs/results.md
 
-or one stage with `--stages lgg|baseline|cam|mri4|leaks|pruning` (the others are kept from `runs/results/results.json`).
+or one stage with `--stages cv36|ensemble36|loio36|lgg|baseline|cam|mri4|leaks|pruning` (the others are kept from
+`runs/results/results.json`).
 Machine: {machine}.
 """
 
@@ -183,6 +184,11 @@ def render(results: dict) -> str:
     parts = [HEADER.format(hours=hours, machine=machine)]
     if results.get("quick"):
         parts.append("**--quick run: pipeline check only, the numbers mean nothing.**")
+    from results_lgg36 import render36  # the sibling module (benchmarks/ is on sys.path)
+
+    lgg36 = render36(results, format_summary)
+    if lgg36:
+        parts.append(lgg36)
     sections = (("lgg", _lgg), ("baseline", _baseline), ("cam", _cam), ("mri4", _mri4), ("leaks", _leaks))
     for stage, fn in (*sections, ("pruning", _pruning)):
         wall = results.get("stage_wall_s", {}).get(stage)
