@@ -10,7 +10,8 @@ from tumorlab.runs.load import RunFolder, read_run
 
 __all__ = ["data_facts", "near_copy_lines", "number", "report_markdown"]
 
-_DATA_KEYS = ("root", "csv", "task", "image_size", "channels", "classes", "split", "num_folds", "fold", "seed")
+_DATA_KEYS = ("root", "test_root", "csv", "task", "image_size", "channels", "classes", "split", "num_folds", "fold",
+              "test_group_by", "test_group", "seed")  # fmt: skip
 
 
 def number(value: Any, digits: int = 4) -> str:
