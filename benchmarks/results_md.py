@@ -15,8 +15,9 @@ MRI4_COLUMNS = ("test/acc", "test/f1", "test/f2", "test/auroc")
 
 HEADER = """# Results on the real MRI data
 
-What these numbers are: **from-scratch training on a 2-core CPU, on small samples** — the 12 LGG patients and
-the 2,870-image 4-class `Training/` folder in `../shared/data` — with few epochs, small images and the best
+What these numbers are: **from-scratch training on a 2-core CPU, on small samples** — the LGG patients (all 36 of
+`../shared/data` in the section "LGG, 36 patients"; the LGG sections after it were measured on an earlier sample
+of 12) and the 2,870-image 4-class `Training/` folder in `../shared/data` — with few epochs, small images and the best
 validation epoch kept (`BestCheckpoint` on each config's monitor). They are not the pretrained GPU setting of
 the published studies and must not be compared with their numbers; they compare the models and the splits here
 with one another, and every one of them is reproduced by the command printed above its table.

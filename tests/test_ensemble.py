@@ -90,7 +90,7 @@ def test_flip_tta_maps_masks_back_and_changes_nothing_on_a_symmetric_image():
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, lgg_phantom):
     """Two CNN9 runs (seeds 1 and 2) and one tiny multi-task U-Net run on the phantom, each tested whole."""
-    from tumorlab.cli import main
+    from tumorlab.cli.main import main
 
     root = tmp_path_factory.mktemp("ensemble_runs")
     for name, config, extra in (
