@@ -38,6 +38,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("lgg", "baseline", "cam", "mri4", "leaks", "pruning")
+STAGES36 = ("cv36", "ensemble36", "loio36")  # benchmarks/results_lgg36.py: the 36 LGG patients
 
 # (name, configs, extra arguments); fold runs go to <work>/<name>-cv/fold<k>/.
 LGG = (
@@ -63,7 +64,13 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lgg-root", type=Path, default=real / "lgg-mri-segmentation")
     parser.add_argument("--mri4-root", type=Path, default=real / "brain-tumor-classification")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "results", help="run root (default runs/results)")
-    parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
+    parser.add_argument("--stages", nargs="+", choices=(*STAGES, *STAGES36), help="default: all of them")
+    parser.add_argument("--folds36", type=int, default=5, help="cv36: patient folds (default 5)")
+    parser.add_argument("--epochs36", type=int, default=15, help="cv36, loio36: epochs per fold (default 15)")
+    parser.add_argument("--size36", type=int, default=64, help="cv36, loio36: image size (default 64)")
+    parser.add_argument(
+        "--collect", action="store_true", help="cv36, loio36: summarise the finished fold runs instead of training"
+    )
     parser.add_argument("--folds", type=int, default=4, help="LGG cross-validation folds (default 4)")
     parser.add_argument("--lgg-epochs", type=int, default=8, help="epochs per LGG fold (default 8)")
     parser.add_argument("--unet-size", type=int, default=64, help="U-Net image size (default 64)")
@@ -79,8 +86,11 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--docs", type=Path, help="write the Markdown report here (from <work>/results.json)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the pipeline, not the numbers")
     ns = parser.parse_args(argv)
+    if ns.stages is None:  # --quick leaves out the 36-patient stages unless they are named (they need sites)
+        ns.stages = list(STAGES) + ([] if ns.quick else list(STAGES36))
     if ns.quick:  # one model per stage, 2 folds, a few batches of 32 px; pruning.py has a --quick of its own
         ns.stages = [s for s in ns.stages if s != "pruning"]
+        ns.folds36, ns.epochs36, ns.size36 = 2, 1, 32
         ns.folds, ns.lgg_epochs, ns.mri4_epochs, ns.pruning_epochs, ns.unet_size, ns.mri4_size = 2, 1, 1, 1, 32, 32
     return ns
 
@@ -277,7 +287,12 @@ def main(argv: list[str] | None = None) -> int:
     store = ns.work / "results.json"
     for stage in ns.stages:
         start = time.perf_counter()
-        measured = globals()[f"stage_{stage}"](ns)
+        if stage in STAGES36:
+            import results_lgg36  # the sibling module (benchmarks/ is on sys.path)
+
+            measured = getattr(results_lgg36, f"stage_{stage}")(ns, _run, _tiny(ns))
+        else:
+            measured = globals()[f"stage_{stage}"](ns)
         # read again before writing: another invocation may have written other stages meanwhile
         results = json.loads(store.read_text()) if store.is_file() else {}
         results[stage] = measured

@@ -15,8 +15,9 @@ MRI4_COLUMNS = ("test/acc", "test/f1", "test/f2", "test/auroc")
 
 HEADER = """# Results on the real MRI data
 
-What these numbers are: **from-scratch training on a 2-core CPU, on small samples** — the 12 LGG patients and
-the 2,870-image 4-class `Training/` folder in `../shared/data` — with few epochs, small images and the best
+What these numbers are: **from-scratch training on a 2-core CPU, on small samples** — the LGG patients (all 36 of
+`../shared/data` in the section "LGG, 36 patients"; the LGG sections after it were measured on an earlier sample
+of 12) and the 2,870-image 4-class `Training/` folder in `../shared/data` — with few epochs, small images and the best
 validation epoch kept (`BestCheckpoint` on each config's monitor). They are not the pretrained GPU setting of
 the published studies and must not be compared with their numbers; they compare the models and the splits here
 with one another, and every one of them is reproduced by the command printed above its table.
@@ -25,7 +26,8 @@ Regenerate everything (about {hours:.1f} h on this machine) with
 
     make results      # = TUMORLAB_REAL_DATA=../shared/data python benchmarks/results.py --docs docs/results.md
 
-or one stage with `--stages lgg|baseline|cam|mri4|leaks|pruning` (the others are kept from `runs/results/results.json`).
+or one stage with `--stages cv36|ensemble36|loio36|lgg|baseline|cam|mri4|leaks|pruning` (the others are kept from
+`runs/results/results.json`).
 Machine: {machine}.
 """
 
@@ -183,6 +185,11 @@ def render(results: dict) -> str:
     parts = [HEADER.format(hours=hours, machine=machine)]
     if results.get("quick"):
         parts.append("**--quick run: pipeline check only, the numbers mean nothing.**")
+    from results_lgg36 import render36  # the sibling module (benchmarks/ is on sys.path)
+
+    lgg36 = render36(results, format_summary)
+    if lgg36:
+        parts.append(lgg36)
     sections = (("lgg", _lgg), ("baseline", _baseline), ("cam", _cam), ("mri4", _mri4), ("leaks", _leaks))
     for stage, fn in (*sections, ("pruning", _pruning)):
         wall = results.get("stage_wall_s", {}).get(stage)

@@ -162,6 +162,35 @@ def test_results_quick_reports_what_the_runs_measured(tmp_path, lgg_phantom, fol
     assert "--quick run: pipeline check only" in text and "## pruning\n\nNot run yet" in text
 
 
+@pytest.mark.slow
+def test_results_36_patient_stages_on_a_three_site_phantom(tmp_path):
+    """cv36, ensemble36 and loio36 in miniature: the ensemble's numbers are recomputed from its predictions.csv,
+    every single fold is scored on the ensemble's test slices, and loio36 holds out every institution once."""
+    from tumorlab.synth import write_lgg
+
+    write_lgg(tmp_path / "lgg", patients=9, slices=(4, 5), size=32, seed=4, sites=("AA", "BB", "CC"))
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    work, doc = tmp_path / "work", tmp_path / "results.md"
+    cmd = [sys.executable, str(REPO / "benchmarks" / "results.py"), "--quick", "--stages", "cv36", "ensemble36",
+           "loio36", "--lgg-root", str(tmp_path / "lgg"), "--work", str(work), "--docs", str(doc)]  # fmt: skip
+    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    results = json.loads((work / "results.json").read_text())
+    ens = results["ensemble36"]
+    with open(Path(ens["runs"]["ensemble"]["run"]) / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    right = sum(row["true_class"] == row["predicted_class"] for row in rows) / len(rows)
+    assert ens["runs"]["ensemble"]["acc"] == pytest.approx(right)
+    assert ens["runs"]["ensemble"]["slices"] == results["cv36"]["baseline"]["slices"] == len(rows)
+    singles = statistics.mean(f["acc"] for f in ens["folds"])
+    assert ens["gain"]["gain"] == pytest.approx(right - singles) and ens["gain"]["low"] <= ens["gain"]["high"]
+    held_out = [f["group"]["value"] for f in results["loio36"]["summary"]["folds"]]
+    assert held_out == ["AA", "BB", "CC"]
+    text = doc.read_text()
+    assert "## LGG, 36 patients" in text and f"| ensemble of the 2 folds | {right:.3f} |" in text
+    assert "leave-one-institution-out cross-validation, 3 folds" in text
+
+
 def test_results_prunes_the_newest_cnn9_fit_of_every_fold(tmp_path, monkeypatch):
     """make results' pruning stage takes the lgg stage's CNN9 fold models (the newest fit of each fold)."""
     import argparse

@@ -116,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         cam,
         compare,
         cv,
+        ensemble,
         export,
         predict_images,
         prune,
@@ -124,6 +125,6 @@ def build_parser() -> argparse.ArgumentParser:
         weights,
     )
 
-    for command in (synth, audit, report, compare, cam, cv, prune, bench, export, predict_images, weights):
+    for command in (synth, audit, report, compare, cam, cv, ensemble, prune, bench, export, predict_images, weights):
         command.add_parser(sub)
     return parser

@@ -67,7 +67,7 @@ def _datamodule(root: str, layout: str, test_root: str | None, near_threshold: i
     if layout == "lgg":
         from tumorlab.data.lgg import LGGData
 
-        dm = LGGData(root, **common)
+        dm = LGGData(root, test_root=test_root, **common)
     elif layout == "manifest":
         from tumorlab.data.manifest import ManifestData
 
@@ -101,19 +101,22 @@ def audit(
         DataError: ``root`` or ``test_root`` does not exist, or the data module cannot read them.
     """
     _check_exists(root, "data root", _EXPECTED)
-    _check_exists(test_root, "test root", "class folders (optionally under Testing/)")
+    _check_exists(test_root, "test root", "data in the layout of ROOT (class folders or an LGG kaggle_3m tree)")
     if not str(root).lower().endswith(".csv"):
         from tumorlab.data.volumes.layouts import detect_volume_layout
 
         if detect_volume_layout(root) is not None:  # volumes: a datalist JSON, BraTS, Decathlon, nnU-Net, DICOM
             if test_root is not None:
-                raise DataError(f"--test-root applies to class-folder data; {root} holds volumes")
+                raise DataError(f"--test-root applies to class folders and LGG data; {root} holds volumes")
             from tumorlab.data.volumes.audit import audit_volumes
 
             return audit_volumes(root, seed=seed)
     layout = detect_layout(root)
-    if test_root is not None and layout != "folders":
-        raise DataError(f"--test-root applies to class-folder data; {root} is {layout} data")
+    if test_root is not None and layout == "manifest":
+        raise DataError(
+            f"--test-root applies to class folders and LGG data; {root} is a manifest (its split column fixes the "
+            "test rows)"
+        )
     dm = _datamodule(root, layout, test_root, near_threshold, seed)
     dm.inspect(perceptual_hashes=True)  # near-duplicates are reported whatever the data module groups by
     infos, samples, keep = dm.infos, dm.samples, dm.keep
@@ -286,7 +289,7 @@ def _legend(report: dict, test_head: str) -> list[str]:
         what = " (a slice is tumour where its mask has any tumour pixel)"
     lines = [f"  images: readable images of the class{what}"]
     if _has_test(report):
-        given = "split=test rows" if report["layout"] == "manifest" else "Testing/ or --test-root"
+        given = {"manifest": "split=test rows", "lgg": "--test-root"}.get(report["layout"], "Testing/ or --test-root")
         lines.append(f"  {test_head}: of those, in the given test set ({given})")
     if report["splits"]:
         settings = report["split_settings"]

@@ -37,7 +37,14 @@ from tumorlab.data.checks import check_split_classes
 from tumorlab.data.dataset import SampleDataset, SampleStore
 from tumorlab.data.duplicates import DEFAULT_NEAR_THRESHOLD, duplicate_groups
 from tumorlab.data.samplers import SeededSampler
-from tumorlab.data.splits import SPLITS, check_disjoint, drop_test_duplicates, make_splits, split_units
+from tumorlab.data.splits import (
+    SPLITS,
+    check_disjoint,
+    drop_test_duplicates,
+    held_out_group,
+    make_splits,
+    split_units,
+)
 from tumorlab.data.transforms import (
     DecodeSpec,
     build_transforms,
@@ -108,6 +115,10 @@ class TumorData:
         predict_split: what ``tumorlab predict`` (``predict_dataloader``) covers: one split, or ``all`` for
             train, val and test in turn. Every sample carries its own split's name (``split``); training
             images are not augmented there.
+        test_group_by: hold out one group of samples as the test set (leave-one-group-out, e.g. one site):
+            ``institution`` for LGG data (the ``TCGA_<institution>_`` part of the patient id, or a column of
+            its ``data.csv``), any column for a manifest. Train and val are drawn from the other groups.
+        test_group: the value of ``test_group_by`` that is held out (e.g. ``HT``); give both or neither.
     """
 
     num_classes: int
@@ -138,6 +149,8 @@ class TumorData:
         persistent_workers: bool | None = None,
         normalize: dict | None = None,
         predict_split: Literal["train", "val", "test", "all"] = "test",
+        test_group_by: str | None = None,
+        test_group: str | None = None,
     ) -> None:
         super().__init__()
         if hasattr(self, "save_hyperparameters"):  # the Lightning DataModule (tumorlab.data.modules)
@@ -169,6 +182,12 @@ class TumorData:
         self.weighted_sampler, self.on_bad_file = weighted_sampler, on_bad_file
         self.duplicates, self.near_threshold, self.test_duplicates = duplicates, near_threshold, test_duplicates
         self.predict_split = predict_split
+        if (test_group_by is None) != (test_group is None):
+            raise ConfigError(
+                f"data.test_group_by and data.test_group go together (the key and the held-out value), got "
+                f"{test_group_by!r} and {test_group!r}"
+            )
+        self.test_group_by, self.test_group = test_group_by, None if test_group is None else str(test_group)
         self.num_workers = default_workers() if num_workers is None else num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.persistent_workers = self.num_workers > 0 if persistent_workers is None else persistent_workers
@@ -198,6 +217,13 @@ class TumorData:
     def strata(self, labels: np.ndarray, keep: np.ndarray) -> np.ndarray:
         """What the split stratifies by, per sample: the class, unless a subclass knows better."""
         return labels
+
+    def group_values(self, key: str) -> list[str]:
+        """The value of ``key`` for every sample (``data.test_group_by``); data without groups refuses."""
+        raise ConfigError(
+            f"data.test_group_by {key!r}: {type(self).__name__} has no per-sample groups (LGG data has "
+            "'institution', a manifest any column)"
+        )
 
     # --- setup ----------------------------------------------------------------------------------------
 
@@ -237,13 +263,15 @@ class TumorData:
         norm = self.normalization
         check_normalization(norm["mean"], norm["std"], self.channels, norm["source"])  # channels may have changed
         stats = (tuple(norm["mean"]), tuple(norm["std"]))
-        state = (spec, self.split, self.num_folds, self.fold, self.seed, repr(self.augment), stats)
+        state = (spec, self.split, self.num_folds, self.fold, self.seed, repr(self.augment), stats, self.test_group)
         if self.datasets and state == self._spec:
             return
         self.inspect()
         labels, dup, keep = self.labels, self.duplicate_ids, self.keep
         patients = [s.patient or dup[i] for i, s in enumerate(self.samples)]
         fixed = np.array([s.fixed_split or "" for s in self.samples])
+        if self.test_group_by is not None:
+            fixed = self._group_as_test(fixed, patients, keep)
         keep = self._drop_test_duplicates(dup, fixed, keep)
         idx = np.flatnonzero(keep)
         units = split_units([patients[i] for i in idx], [dup[i] for i in idx])
@@ -283,6 +311,17 @@ class TumorData:
             check_split_classes({n: ds.labels for n, ds in self.datasets.items()}, self.class_names, str(where))
         self._spec = state
         log.info("%s split: %s; normalisation: %s", type(self).__name__, self.describe_splits(), norm)
+
+    def _group_as_test(self, fixed: np.ndarray, patients: list[str], keep: np.ndarray) -> np.ndarray:
+        """``fixed`` with the samples of ``test_group`` marked ``test`` (``splits.held_out_group``)."""
+        if (fixed != "").any():
+            raise ConfigError(
+                f"data.test_group_by {self.test_group_by!r} holds out a group as the test set, but the data fixes "
+                "its own (test_root, a Testing/ folder or a split column); use one of them"
+            )
+        values = self.group_values(self.test_group_by)
+        test = held_out_group(values, patients, keep, self.test_group_by, self.test_group)
+        return np.where(test, "test", "")
 
     def _handle_bad_files(self, infos: list[SampleInfo]) -> np.ndarray:
         bad = [(str(s.image), x.error) for s, x in zip(self.samples, infos, strict=True) if x.error]

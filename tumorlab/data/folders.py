@@ -16,6 +16,7 @@ from tumorlab.data.base import TumorData
 from tumorlab.data.cache import Sample
 from tumorlab.data.duplicates import DEFAULT_NEAR_THRESHOLD
 from tumorlab.data.io import IMAGE_SUFFIXES
+from tumorlab.data.lgg import holds_lgg_slices
 from tumorlab.errors import ConfigError, DataError
 
 __all__ = [
@@ -203,6 +204,11 @@ class FolderData(TumorData):
                 log.info("test_root is given: %s is not used", test_dir)
                 self.skipped_files.append((str(test_dir), "replaced by test_root"))
             test_dir = resolve_roots(test_root)[1] or Path(test_root)
+            if holds_lgg_slices(test_root):
+                raise DataError(
+                    f"data.test_root {test_root} is LGG kaggle_3m data but data.root {root} is class folders; a "
+                    f"test root must have the root's layout ({_EXPECTED})"
+                )
         self.train_dir, self.test_dir = train_dir, test_dir
         train = scan_class_folders(train_dir, wanted, self.skipped_files)
         test = {} if test_dir is None else scan_class_folders(test_dir, wanted, self.skipped_files)

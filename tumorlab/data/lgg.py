@@ -25,7 +25,15 @@ from tumorlab.data.base import TumorData
 from tumorlab.data.cache import Sample, SampleInfo
 from tumorlab.errors import ConfigError, DataError
 
-__all__ = ["LGGSlice", "scan_kaggle_3m", "read_lgg_metadata", "LGGData", "patient_of"]
+__all__ = [
+    "LGGSlice",
+    "LGGData",
+    "holds_lgg_slices",
+    "institution_of",
+    "patient_of",
+    "read_lgg_metadata",
+    "scan_kaggle_3m",
+]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +56,27 @@ class LGGSlice:
 def patient_of(case: str) -> str:
     """Patient id of a case folder: ``TCGA_CS_4941_19960909`` -> ``TCGA_CS_4941`` (the date is dropped)."""
     return re.sub(r"_\d{8}$", "", case)
+
+
+def institution_of(patient: str) -> str:
+    """The contributing institution (TCIA site code) of a patient id: ``TCGA_CS_4941`` -> ``CS``.
+
+    Raises:
+        DataError: the id is not of the form ``TCGA_<institution>_<patient>``.
+    """
+    parts = patient.split("_")
+    if len(parts) < 3 or parts[0] != "TCGA" or not parts[1]:
+        raise DataError(f"patient {patient!r}: expected TCGA_<institution>_<patient> to read the institution from")
+    return parts[1]
+
+
+def holds_lgg_slices(root: str | Path) -> bool:
+    """Whether ``root`` (a folder) holds any ``<case>_<n>_mask.tif`` outside hidden folders."""
+    for _, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        if any(_MASK.match(f) for f in filenames):
+            return True
+    return False
 
 
 def _case_folders(root: Path) -> dict[str, Path]:
@@ -127,6 +156,9 @@ class LGGData(TumorData):
         batch_size: slices per batch.
         drop_edge_slices: leave out the first and last slice of each volume (``true`` or ``1``), or the
             first and last ``n`` slices (an integer), which are mostly empty skull caps.
+        test_root: a second download in the same layout (other patients, e.g. another site) that forms the
+            whole test split, for external validation; ``root`` then gives train and validation only. A patient
+            in both roots stops here (a leak), and so does a ``test_root`` that holds no LGG slices.
         **kwargs: the shared options of ``TumorDataModule`` (split, num_folds, fold, seed, channels, augment,
             brain_crop, cache, weighted_sampler, on_bad_file, duplicates, normalize, ...).
 
@@ -141,6 +173,7 @@ class LGGData(TumorData):
         image_size: int = 128,
         batch_size: int = 16,
         drop_edge_slices: bool | int = False,
+        test_root: str | None = None,
         **kwargs,
     ) -> None:
         super().__init__(image_size=image_size, batch_size=batch_size, **kwargs)
@@ -149,21 +182,28 @@ class LGGData(TumorData):
         drop = int(drop_edge_slices)
         if drop < 0:
             raise ConfigError(f"data.drop_edge_slices must be >= 0, got {drop_edge_slices}")
-        self.root, self.task, self.drop_edge_slices = root, task, drop
+        self.root, self.task, self.drop_edge_slices, self.test_root = root, task, drop, test_root
         # plain instance attributes, set before any file is read: the CLI links them into the model
         self.num_classes, self.class_names = 2, ["no_tumour", "tumour"]
         self.with_mask = task != "classification"
         # Scan now: a wrong root stops the run before anything is written.
         orphans: list[tuple[str, str]] | None = [] if self.on_bad_file == "skip" else None
-        slices = scan_kaggle_3m(root, skipped=orphans)
+        scanned = scan_kaggle_3m(root, skipped=orphans)
+        patients = {s.patient for s in scanned}
+        test = [] if test_root is None else _drop_edges(_scan_test_root(root, test_root, patients, orphans), drop)
+        slices = _drop_edges(scanned, drop)
         self.skipped_files = orphans or []
         if self.skipped_files:
             log.warning("skipped %d unpaired LGG files (on_bad_file: skip); first: %s", *self._first(orphans))
-        self.slices = _drop_edges(slices, drop)
-        if not self.slices:
-            raise DataError(f"data root {root}: no slices left after dropping {drop} edge slices per volume")
-        self.metadata = read_lgg_metadata(root, self.slices)
-        self.samples = [Sample(s.image, -1, s.patient, s.mask, index=s.index) for s in self.slices]
+        if not slices or (test_root is not None and not test):
+            where = root if not slices else test_root
+            raise DataError(f"data root {where}: no slices left after dropping {drop} edge slices per volume")
+        self.slices = slices + test
+        self.metadata = read_lgg_metadata(root, slices) | (read_lgg_metadata(test_root, test) if test else {})
+        self.samples = [Sample(s.image, -1, s.patient, s.mask, index=s.index, source="root") for s in slices]
+        self.samples += [
+            Sample(s.image, -1, s.patient, s.mask, fixed_split="test", index=s.index, source="test_root") for s in test
+        ]
 
     @staticmethod
     def _first(items: list[tuple[str, str]]) -> tuple[int, str]:
@@ -173,6 +213,21 @@ class LGGData(TumorData):
     def patients(self) -> list[str]:
         """Sorted patient ids of all slices."""
         return sorted({s.patient for s in self.slices})
+
+    def group_values(self, key: str) -> list[str]:
+        """Per slice: its patient's ``institution`` (``institution_of``) or its patient's data.csv column ``key``."""
+        if key == "institution":
+            return [institution_of(s.patient) for s in self.samples]
+        columns = sorted({c for row in self.metadata.values() for c in row} - {"Patient"})
+        if key not in columns:
+            raise DataError(
+                f"data.test_group_by {key!r}: LGG data groups by 'institution' or a data.csv column "
+                f"({', '.join(columns) or f'no data.csv under {self.root}'})"
+            )
+        missing = sorted({s.patient for s in self.samples if not (self.metadata.get(s.patient) or {}).get(key)})
+        if missing:
+            raise DataError(f"data.test_group_by {key!r}: data.csv has no value for patient {missing[0]}")
+        return [self.metadata[s.patient][key] for s in self.samples]
 
     def sample_labels(self, infos: list[SampleInfo]) -> np.ndarray:
         """1 where the full-size mask has any tumour pixel, else 0."""
@@ -189,6 +244,27 @@ class LGGData(TumorData):
         edges = np.quantile(list(burden.values()), np.linspace(0, 1, n_bins + 1)[1:-1])
         bins = {p: int(np.searchsorted(edges, b, side="right")) for p, b in burden.items()}
         return np.array([bins.get(p, 0) for p in patients], dtype=np.int64)
+
+
+def _scan_test_root(root: str, test_root: str, patients: set[str], skipped: list | None) -> list[LGGSlice]:
+    """The slices of ``test_root``, refused where it is not LGG data or shares a patient with ``root``."""
+    path = Path(test_root)
+    if not path.is_dir():
+        raise DataError(f"data.test_root {test_root} does not exist or is not a folder; expected {_EXPECTED}")
+    if not holds_lgg_slices(path):
+        raise DataError(
+            f"data.test_root {test_root} holds no LGG slices but data.root {root} is LGG data; a test root must "
+            f"have the root's layout ({_EXPECTED})"
+        )
+    test = scan_kaggle_3m(path, skipped=skipped)
+    shared = sorted(patients & {s.patient for s in test})
+    if shared:
+        more = f" (and {len(shared) - 1} more)" if len(shared) > 1 else ""
+        raise DataError(
+            f"patient {shared[0]}{more} is in both data.root {root} and data.test_root {test_root}: a test "
+            "patient must not be trained on (a leak); remove it from one of them"
+        )
+    return test
 
 
 def _drop_edges(slices: list[LGGSlice], n: int) -> list[LGGSlice]:

@@ -186,6 +186,16 @@ class ManifestData(TumorData):
             for r in self.rows
         ]
 
+    def group_values(self, key: str) -> list[str]:
+        """Per row: the value of the manifest column ``key`` (``data.test_group_by``); empty values are refused."""
+        if key not in self.rows[0]:
+            columns = [c for c in self.rows[0] if c != "line"]
+            raise DataError(f"{self.csv}: no column {key!r} for data.test_group_by (columns: {', '.join(columns)})")
+        for row in self.rows:
+            if not str(row[key]):
+                raise DataError(f"{self.csv}, line {row['line']}, column '{key}': empty value (data.test_group_by)")
+        return [str(row[key]) for row in self.rows]
+
     def _cap_per_patient(self, rows: list[dict], cap: int) -> list[dict]:
         rng = np.random.default_rng(self.seed)
         by_patient: dict[str, list[int]] = {}

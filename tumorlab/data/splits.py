@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.model_selection import ShuffleSplit, StratifiedGroupKFold, StratifiedShuffleSplit
+from sklearn.model_selection import LeaveOneGroupOut, ShuffleSplit, StratifiedGroupKFold, StratifiedShuffleSplit
 
 from tumorlab.data.duplicates import components, group_ids, pairs_of_equal
 from tumorlab.errors import ConfigError, DataError
@@ -27,6 +27,9 @@ __all__ = [
     "kfold_by_group",
     "make_splits",
     "check_disjoint",
+    "check_group_of_patients",
+    "held_out_group",
+    "leave_one_group_out",
     "check_fractions",
     "split_units",
     "drop_test_duplicates",
@@ -218,6 +221,51 @@ def make_splits(
     if duplicate_groups is not None:
         check_disjoint(splits, duplicate_groups, what="duplicate-image")
     return splits
+
+
+def leave_one_group_out(values: Sequence[str], key: str = "group") -> dict[str, np.ndarray]:
+    """The test indices of each held-out group (``LeaveOneGroupOut``), keyed by the group's value, sorted.
+
+    Args:
+        values: the group of each sample (e.g. its institution).
+        key: what the groups are, for the message when there is only one.
+    """
+    values = np.asarray(values, dtype=str)
+    if len(np.unique(values)) < 2:
+        only = repr(str(values[0])) if len(values) else "none"
+        raise DataError(f"{key}: every sample has the same value ({only}); leaving one group out needs at least 2")
+    folds = LeaveOneGroupOut().split(np.zeros(len(values)), groups=values)
+    return {str(values[test[0]]): test for _, test in folds}
+
+
+def check_group_of_patients(values: Sequence[str], patients: Sequence[str], key: str = "group") -> None:
+    """``DataError`` where a patient's samples carry two values of ``key``: holding out one of them would put
+    the patient in two splits."""
+    seen: dict[str, str] = {}
+    for value, patient in zip(np.asarray(values).tolist(), np.asarray(patients).tolist(), strict=True):
+        if seen.setdefault(patient, value) != value:
+            raise DataError(
+                f"patient {patient} has {key} {seen[patient]!r} and {value!r}; a group must hold whole patients"
+            )
+
+
+def held_out_group(
+    values: Sequence[str], patients: Sequence[str], keep: np.ndarray, key: str, value: str
+) -> np.ndarray:
+    """Boolean per sample: kept and in group ``value`` of ``key`` (``leave_one_group_out`` over the kept samples).
+
+    Raises:
+        DataError: a patient in two groups, a single group, or ``value`` not among the groups.
+    """
+    keep = np.asarray(keep, dtype=bool)
+    values = np.asarray(values, dtype=str)
+    check_group_of_patients(values[keep], np.asarray(patients)[keep], key)
+    groups = leave_one_group_out(values[keep], key)
+    if value not in groups:
+        raise DataError(f"data.test_group {value!r} is not a value of {key}: {', '.join(groups)}")
+    test = np.zeros(len(values), dtype=bool)
+    test[np.flatnonzero(keep)[groups[value]]] = True
+    return test
 
 
 def _loose(fractions: Sequence[float]) -> tuple[float, float, float]:

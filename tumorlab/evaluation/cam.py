@@ -143,8 +143,10 @@ def cam_extractor(net: nn.Module, method: str = "gradcam"):
     classes = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "scorecam": ScoreCAM}
     if method not in classes:
         raise ConfigError(f"--method must be one of {list(classes)}, got {method!r}")
-    layer, reshape = cam_target_layer(net), getattr(net, "cam_reshape", None)
-    extractor = classes[method](model=ClassLogits(net), target_layers=[layer], reshape_transform=reshape)
+    # an ensemble (EnsembleNet) has one layer per member: pytorch-grad-cam averages the members' maps
+    layers = getattr(net, "cam_layers", None) or [cam_target_layer(net)]
+    reshape = getattr(net, "cam_reshape", None)
+    extractor = classes[method](model=ClassLogits(net), target_layers=layers, reshape_transform=reshape)
     if method == "scorecam":
         extractor.batch_size = 64  # masked copies of the input per forward pass (the library's default is 16)
     return extractor
@@ -315,6 +317,8 @@ def explain(
     task, datamodule = load_run(run_dir, data_root=data_root)
     spec, mean, std = run_preprocessing(run_dir)
     net = task.net.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if getattr(net, "tta", None):  # the hooks see one forward pass per layer: explain the untransformed images only
+        net.tta = ()
     names = list(getattr(datamodule, "class_names", None) or [str(i) for i in range(net.num_classes)])
     items = _items(list(images or []), datamodule, spec, mean, std)
     test = _test_items(datamodule, spec, mean, std) if misclassified or score else []

@@ -51,7 +51,7 @@ COLUMNS = (
 # what decides which images a run trained and was tested on: two runs that differ in any are not comparable
 # (``duplicates: none`` draws a split in which copies of test images may sit in training)
 _DATA_KEYS = ("root", "test_root", "csv", "classes", "binary", "seed", "split", "num_folds", "fold", "duplicates",
-              "near_threshold", "test_duplicates", "drop_edge_slices")  # fmt: skip
+              "near_threshold", "test_duplicates", "drop_edge_slices", "test_group_by", "test_group")  # fmt: skip
 
 
 @dataclass

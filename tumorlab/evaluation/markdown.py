@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tumorlab.runs.load import RunFolder
+from tumorlab.errors import DataError
+from tumorlab.runs.load import RunFolder, read_run
 
 __all__ = ["data_facts", "near_copy_lines", "number", "report_markdown"]
 
-_DATA_KEYS = ("root", "csv", "task", "image_size", "channels", "classes", "split", "num_folds", "fold", "seed")
+_DATA_KEYS = ("root", "test_root", "csv", "task", "image_size", "channels", "classes", "split", "num_folds", "fold",
+              "test_group_by", "test_group", "seed")  # fmt: skip
 
 
 def number(value: Any, digits: int = 4) -> str:
@@ -66,6 +68,33 @@ def _training_lines(run: RunFolder) -> list[str]:
         f"- best checkpoint: `{fit.get('best_checkpoint')}` {fit.get('best_score') or ''}",
         f"- evaluated checkpoint: `{run.checkpoint()}`",
     ]
+
+
+def _ensemble_lines(run: RunFolder) -> list[str]:
+    """Which runs an ensemble combined (their models and checkpoints) and the test-time augmentations."""
+    record = run.record
+    tta = record.get("tta") or []
+    lines = [
+        f"Probabilities averaged over {len(record['members'])} runs (segmentation: per pixel)"
+        + (
+            f" and over the image and its {', '.join(tta)} copy (flipped back)"
+            if tta
+            else ", no test-time augmentation"
+        )
+        + f"; split `{record.get('split')}`.",
+        "",
+        "| member | network | checkpoint |",
+        "|---|---|---|",
+    ]
+    for member in record["members"]:
+        net = "?"
+        try:
+            config = read_run(member["run"]).config
+            net = str(((config.get("model") or {}).get("init_args") or {}).get("net", {}).get("class_path"))
+        except (DataError, OSError):  # a member that moved since: its recorded paths still say which it was
+            pass
+        lines.append(f"| `{member['run']}` | `{net}` | `{Path(member['checkpoint']).name}` |")
+    return lines
 
 
 def _metric_tables(metrics: dict[str, Any]) -> list[str]:
@@ -166,10 +195,16 @@ def report_markdown(run: RunFolder, metrics: dict[str, Any], figures: dict[str, 
         ]
     elif run.command != "predict" and run.record.get("predictions"):  # written by the test pass (TestPredictions)
         lines += ["`predictions.csv` holds the rows of the test pass itself (those of its metrics in run.json).", ""]
-    lines += ["## Data", ""] + [f"- {k}: `{v}`" for k, v in data_facts(run.config).items()]
+    facts = data_facts(run.config)
+    if run.command == "ensemble":  # the first member's config: its fold is not the ensemble's
+        facts = {k: v for k, v in facts.items() if k not in ("num_folds", "fold")}
+    lines += ["## Data", ""] + [f"- {k}: `{v}`" for k, v in facts.items()]
     lines += _cross_data_lines(run.record) + [""]
-    lines += ["## Model", ""] + _model_lines(run.config) + [""]
-    lines += ["## Training", ""] + _training_lines(run) + [""]
+    if run.command == "ensemble":
+        lines += ["## Ensemble", ""] + _ensemble_lines(run) + [""]
+    else:
+        lines += ["## Model", ""] + _model_lines(run.config) + [""]
+        lines += ["## Training", ""] + _training_lines(run) + [""]
     lines += ["## Metrics", ""] + _metric_tables(metrics) + [""]
     lines += near_copy_lines(metrics)
     lines += ["## Figures", ""]

@@ -85,6 +85,11 @@ def with_run_config(argv: list[str]) -> tuple[list[str], Path | None]:
             argv = _with_ckpt(argv, str(run))
     if run is None:
         return argv, None
+    if json.loads((run / "run.json").read_text()).get("command") == "ensemble":
+        raise ConfigError(
+            f"--ckpt_path {run}: an ensemble of several runs; {argv[0]} evaluates one model (run `tumorlab ensemble` "
+            "on its members again, or `tumorlab report` on it)"
+        )
     return [argv[0], "--config", str(run / "config.yaml"), *argv[1:]], run
 
 

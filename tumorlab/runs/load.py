@@ -197,6 +197,8 @@ def resolve_run(ckpt_path: str | Path) -> tuple[Path, Path]:
     if not path.exists():
         raise ConfigError(f"--ckpt_path {path}: no such run folder or checkpoint file")
     run = read_run(path)
+    if run.command == "ensemble":  # its first member's checkpoint; load_run rebuilds every member
+        return run.path, Path(run.record["members"][0]["checkpoint"])
     # an evaluation names the checkpoint it evaluated; a fit (or a pruned model's folder) its best one
     evaluated = run.record.get("checkpoint") if run.command in ("test", "validate", "predict") else None
     recorded = evaluated or run.record.get("best_checkpoint")
@@ -241,8 +243,11 @@ def load_run(
     from tumorlab.runs.crossdata import class_mapping, collapse_to_binary
 
     run_dir, found = resolve_run(ckpt_path)
+    folder = read_run(run_dir)
+    if folder.command == "ensemble":
+        return _load_ensemble(folder, weights, data_root)
     checkpoint = Path(checkpoint) if checkpoint is not None else found
-    config = read_run(run_dir).config
+    config = folder.config
     if "model" not in config or "data" not in config:
         raise ConfigError(f"{run_dir / 'config.yaml'}: no model or data section; not a config that fit saved")
     parser = ArgumentParser(exit_on_error=False)
@@ -264,6 +269,19 @@ def load_run(
     if mapping is not None and mapping["binary_from_model_outputs"]:
         collapse_to_binary(task, mapping["model_classes"])
     return LoadedRun(task.eval(), built.data, config, run_dir, checkpoint)
+
+
+def _load_ensemble(run: RunFolder, weights: bool, data_root: str | None) -> LoadedRun:
+    """An ensemble run folder (``tumorlab ensemble``): every member rebuilt, joined by ``EnsembleNet`` with the
+    recorded test-time augmentations, and the first member's data module."""
+    from tumorlab.models.ensemble import ensemble_task
+
+    members = [
+        load_run(m["run"], weights=weights, data_root=data_root, checkpoint=m["checkpoint"])
+        for m in run.record["members"]
+    ]
+    task = ensemble_task([m.task for m in members], run.record.get("tta") or ())
+    return LoadedRun(task, members[0].datamodule, run.config, run.path, members[0].checkpoint)
 
 
 def load_weights(task: Any, checkpoint: str | Path) -> None:

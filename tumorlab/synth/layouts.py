@@ -14,6 +14,7 @@ patients as a smaller one generated with the same seed.
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -41,9 +42,9 @@ FOLDER_CLASSES = {
 _LGG_STREAM, _TRAIN_STREAM, _TEST_STREAM = 1, 2, 3
 
 
-def lgg_case_name(index: int) -> str:
+def lgg_case_name(index: int, site: str = "PH") -> str:
     """Case folder name of phantom patient ``index`` in the TCGA pattern ``TCGA_<site>_<id>_<date>``."""
-    return f"TCGA_PH_{index + 1:04d}_{20000101 + index:08d}"
+    return f"TCGA_{site}_{index + 1:04d}_{20000101 + index:08d}"
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
@@ -59,8 +60,14 @@ def write_lgg(
     seed: int = 0,
     difficulty: float = 0.3,
     overwrite: bool = False,
+    sites: Sequence[str] = ("PH",),
+    first_patient: int = 0,
 ) -> dict:
-    """Write a phantom LGG set under ``out/kaggle_3m`` and return a summary (counts per patient)."""
+    """Write a phantom LGG set under ``out/kaggle_3m`` and return a summary (counts per patient).
+
+    Patient ``p`` is ``TCGA_<site>_<first_patient + p + 1>``, its site taken from ``sites`` in turn (several
+    sites give several institutions; ``first_patient`` gives a second set other patient ids).
+    """
     out = Path(out)
     _check_out(out, overwrite)
     root = out / "kaggle_3m"
@@ -71,7 +78,7 @@ def write_lgg(
         anatomy = sample_anatomy(rng)
         tumour = sample_tumour("lgg", rng)
         n = int(rng.integers(slices[0], slices[1] + 1))
-        case = lgg_case_name(p)
+        case = lgg_case_name(first_patient + p, sites[p % len(sites)])
         (root / case).mkdir(exist_ok=True)
         for i in range(1, n + 1):
             z = 0.05 + 0.9 * (i - 1) / max(1, n - 1)

@@ -36,7 +36,11 @@ def add_parser(sub) -> None:
         help="class folders (optionally Training/ + Testing/), an LGG kaggle_3m tree, a CSV manifest, a volume "
         "folder (BraTS, Decathlon, nnU-Net raw, DICOM) or a datalist JSON",
     )
-    audit.add_argument("--test-root", help="class folders of a test set whose overlap with ROOT is reported")
+    audit.add_argument(
+        "--test-root",
+        help="a test set in ROOT's layout (class folders, or an LGG kaggle_3m tree of other patients): counted as "
+        "the test split, its overlap with ROOT reported (a patient in both roots is refused)",
+    )
     audit.add_argument("--json", action="store_true", help="print the full report as JSON")
     audit.add_argument(
         "--near-threshold",
