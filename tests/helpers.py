@@ -120,3 +120,18 @@ class NaNImagesOnRank(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_rank == self.rank and batch_idx == self.batch:
             batch["image"][0].fill_(float("nan"))
+
+
+class SigintOnRank(Callback):
+    """Sends SIGINT (what Ctrl-C sends) to process ``rank`` alone at the start of its training batch ``batch``:
+    an interrupt that one DDP process receives while the others train on."""
+
+    def __init__(self, rank: int = 1, batch: int = 2) -> None:
+        self.rank, self.batch = rank, batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_rank == self.rank and batch_idx == self.batch:
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGINT)

@@ -163,6 +163,16 @@ def test_fit_then_test_then_predict(tmp_path, lgg_phantom, cli):
     assert (fit_dir / "checkpoints" / "last.ckpt").is_file()
     assert yaml.safe_load((fit_dir / "config.yaml").read_text())["data"]["init_args"]["root"] == root
     assert list((fit_dir / "wandb").glob("offline-run-*")), "W&B logs offline into the run folder"
+    # one line and run.json say what went into each split: slices and patients, none of them in two splits
+    splits = record["splits"]
+    assert splits["units"] == {"samples": "slices", "patients": "patients"}
+    slices = list(lgg_phantom.glob("kaggle_3m/*/*[0-9].tif"))
+    assert sum(splits[k]["samples"] for k in ("train", "val", "test")) == len(slices)
+    assert sum(splits[k]["patients"] for k in ("train", "val", "test")) == len({p.parent for p in slices})
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("data: "))
+    assert f"train {splits['train']['samples']} slices of {splits['train']['patients']} patients (" in line, line
+    params = record["parameters"]
+    assert params["trainable"] == params["total"] == params["trainable_at_end"]
 
     # test: a run folder as --ckpt_path resolves to its best checkpoint; a new run folder holds the metrics
     r = cli(

@@ -265,3 +265,31 @@ def test_a_fault_in_one_ddp_process_stops_every_process_with_one_message(tmp_pat
     line = "tumorlab: error: process 1 of 2: training batch 1 of epoch 0 holds NaN or Inf pixel values (1 of 8 images"
     assert r.stderr.count(line) == 2, r.stderr[-3000:]  # each process prints the same one line
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_one_ddp_process_saves_and_stops_every_process_with_one_message(tmp_path, lgg_phantom):
+    """Rank 1 alone gets SIGINT in batch 2: both processes finish that step, save last.ckpt together and stop
+    with the same one line; none hangs in a collective call and none prints a traceback."""
+    args = ["--config", DEMO, "--config", DDP, "--data.root", str(lgg_phantom), *TINY, "--trainer.accelerator", "cpu",
+            "--trainer.devices", "2", "--trainer.strategy.init_args.process_group_backend", "gloo",
+            "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "4", "--trainer.logger", "false",
+            "--trainer.callbacks+=tests.helpers.SigintOnRank", "--run.root", "out", "--run.name", "ddp"]  # fmt: skip
+    env_path = os.environ.get("PYTHONPATH", "")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env_path) if p)
+    try:
+        start = time.monotonic()
+        r = run_cli("fit", *args, cwd=tmp_path, timeout=240)
+    finally:
+        os.environ["PYTHONPATH"] = env_path
+    assert r.returncode != 0 and time.monotonic() - start < 200
+    lines = [ln for ln in r.stderr.splitlines() if "got Ctrl-C (SIGINT)" in ln]
+    assert len(lines) == 2 and lines[0] == lines[1], r.stderr[-3000:]  # each process prints the same one line
+    assert lines[0].startswith("tumorlab: error: process 1 of 2 got Ctrl-C (SIGINT) at epoch 0, step 3:"), lines
+    assert "Traceback" not in r.stderr
+    (run,) = (tmp_path / "out" / "ddp").glob("*_fit")
+    last = run / "checkpoints" / "last.ckpt"
+    assert f"; saved {last.resolve()}; resume with: tumorlab fit " in lines[0], lines[0]
+    assert lines[0].endswith(f" --ckpt_path {run.resolve()}") and "'[16, 8, 4]'" in lines[0]  # a shell command
+    checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+    assert checkpoint["global_step"] == 3 and checkpoint["epoch"] == 0  # where training stood, mid-epoch

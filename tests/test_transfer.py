@@ -82,6 +82,23 @@ def test_gradual_unfreezing_opens_the_backbone_after_the_head_epochs(lite0_run):
     assert finetuning["internal_optimizer_metadata"], "BaseFinetuning keeps the added group for a resume"
 
 
+@pytest.mark.slow
+def test_run_json_counts_what_trains_after_the_unfreezing_callback_froze_it(lite0_run):
+    """The parameters recorded are those fit trains: the head alone at the start (the callback froze the
+    backbone in its setup), everything at the end; the split counts are those of the data module."""
+    record = json.loads((lite0_run["fit"] / "run.json").read_text())
+    params = record["parameters"]
+    state = torch.load(lite0_run["fit"] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    head = sum(t.numel() for k, t in state["state_dict"].items() if k.startswith("net.head."))
+    assert params["trainable"] == head == 1280 * 4 + 4  # the head of 4 classes, nothing of the backbone
+    assert params["trainable_at_end"] == params["total"]
+    splits = record["splits"]
+    assert splits["units"] == {"samples": "images", "patients": "duplicate groups"}
+    assert {"train", "val", "test"} <= set(splits) and all(
+        sum(splits[k]["classes"].values()) == splits[k]["samples"] for k in ("train", "val", "test")
+    )
+
+
 def test_the_gradual_schedule():
     from tumorlab.training.finetuning import GradualUnfreezing
 

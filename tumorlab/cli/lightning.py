@@ -31,6 +31,7 @@ from tumorlab.cli.config import (
 )
 from tumorlab.cli.messages import command_options, one_line, report_error
 from tumorlab.cli.quiet import quiet_known_noise
+from tumorlab.cli.records import FitRecord
 from tumorlab.cli.transfer import complete_transfer, weights_from_checkpoint
 from tumorlab.errors import ConfigError
 from tumorlab.links import apply_normalization, check_explicit_links, fix_null_strings, link_net_args
@@ -253,6 +254,8 @@ class TumorlabCLI(LightningCLI):
         from tumorlab.evaluation.rows import TestPredictions
 
         self.trainer.callbacks.append(TestPredictions(self.run_dir))  # the test pass writes predictions.csv
+        if self.subcommand == "fit":  # split counts and the parameter counts as training sees them
+            self.trainer.callbacks.append(FitRecord(self.run_dir))
         for callback in self.trainer.checkpoint_callbacks:
             if callback.dirpath is None:
                 callback.dirpath = str(self.run_dir / "checkpoints")

@@ -176,6 +176,8 @@ class FolderData(TumorData):
     duplicate groups kept whole. Batches carry the duplicate-group id as ``patient``.
     """
 
+    split_units = ("images", "duplicate groups")  # what the split line of fit counts: samples, groups kept whole
+
     def __init__(
         self,
         root: str,

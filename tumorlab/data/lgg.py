@@ -166,6 +166,8 @@ class LGGData(TumorData):
     (halves below 30 patients, no bins below 8).
     """
 
+    split_units = ("slices", "patients")  # what the split line of fit counts: samples, groups kept whole
+
     def __init__(
         self,
         root: str,

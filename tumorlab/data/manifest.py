@@ -127,6 +127,8 @@ class ManifestData(TumorData):
     non-test rows are cross-validated. Without the column, patients are split by ``split``.
     """
 
+    split_units = ("images", "patients")  # what the split line of fit counts: samples, groups kept whole
+
     def __init__(
         self,
         csv: str,

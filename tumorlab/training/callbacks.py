@@ -1,11 +1,8 @@
-"""Lightning callbacks that the ``tumorlab`` command adds: exact resume, safe checkpoints, channels_last,
-torch.compile, and the guards that stop a run that cannot train.
+"""Lightning callbacks that the ``tumorlab`` command adds: exact resume, checkpoints to resume from and the best
+one, channels_last, torch.compile, and the guard that stops a run that cannot train.
 
-Checkpoints are written atomically by ``AtomicCheckpointIO`` (which ``ResumeCheckpoint`` installs): a
-temporary file in the checkpoint's own folder, flushed to disk, then renamed over the old file, so a
-process killed while saving leaves the previous checkpoint whole. Lightning's own writer goes through an
-fsspec transaction whose temporary file lies in the system's temporary folder; where that is another file
-system the final "rename" is a copy, and a kill during the copy leaves a truncated checkpoint.
+Checkpoints are written atomically (``tumorlab.training.checkpoint_io``); under DDP a fault or a Ctrl-C in one
+process stops every process together (``tumorlab.training.distributed``).
 
 ``RNGState`` is written by hand because Lightning does not checkpoint random-number-generator states; the
 other two are thin switches so that a config line turns them on (``--run.channels_last``, ``--run.compile``).
@@ -13,27 +10,21 @@ other two are thin switches so that a config line turns them on (``--run.channel
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import os
 import random
-import signal
+import shlex
 import sys
-import tempfile
-import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
-from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from tumorlab.errors import ConfigError, DataError, RunError, TumorlabError
+from tumorlab.errors import ConfigError, DataError, TumorlabError
 from tumorlab.tasks.metrics import monitor_mode  # re-exported: the checkpoint callbacks' mode
+from tumorlab.training.checkpoint_io import AtomicCheckpointIO, check_checkpoint_fits  # re-exported
+from tumorlab.training.distributed import DeferredInterrupt, stop_every_rank  # stop_every_rank: re-exported
 
 __all__ = [
     "AtomicCheckpointIO",
@@ -43,7 +34,9 @@ __all__ = [
     "ResumeCheckpoint",
     "ChannelsLast",
     "CompileModel",
+    "check_checkpoint_fits",
     "monitor_mode",
+    "stop_every_rank",
 ]
 
 
@@ -124,100 +117,6 @@ def _local_rng_state() -> dict[str, Any]:
     return state
 
 
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """``TorchCheckpointIO`` that replaces a local checkpoint atomically and names the file when it cannot.
-
-    The checkpoint goes to a new ``.<name>.<random>.tmp`` beside the target, is flushed to disk (``fsync``) and renamed
-    over the target (``os.replace``, atomic within one file system): readers see the old file or the new
-    one, never a part. A failed write (``ENOSPC``: the disk is full) removes the temporary file, leaves the
-    previous checkpoint as it was and raises a ``RunError`` naming the checkpoint and the cause. Remote
-    paths (``s3://`` ...) go to Lightning's writer unchanged.
-
-    Args:
-        model: where given, a checkpoint read to resume from is checked against it first
-            (``check_checkpoint_fits``): another model or another number of classes is one clear error.
-    """
-
-    def __init__(self, model: LightningModule | None = None) -> None:
-        super().__init__()
-        self.model = model
-
-    def load_checkpoint(self, path: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        checkpoint = super().load_checkpoint(path, *args, **kwargs)
-        if self.model is not None:
-            check_checkpoint_fits(checkpoint, self.model, str(path))
-        return checkpoint
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
-        if storage_options is not None or not _is_local_file_protocol(path):
-            return super().save_checkpoint(checkpoint, path, storage_options)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        tmp = Path(name)  # a name of its own for every save, so that no two writers ever share a file
-        try:
-            # Ctrl-C waits for the write: a KeyboardInterrupt inside torch.save's zip writer comes out as a
-            # RuntimeError ("unexpected pos"), which would hide the interrupt from ResumeCheckpoint
-            with _sigint_deferred():
-                with open(tmp, "wb") as f:
-                    torch.save(checkpoint, f)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-        except OSError as err:
-            tmp.unlink(missing_ok=True)
-            cause = os.strerror(err.errno) if err.errno else str(err)
-            hint = "; free some space or set --run.root to another disk" if err.errno == errno.ENOSPC else ""
-            kept = "the previous one is unchanged" if path.exists() else "there was no previous one"
-            raise RunError(f"could not write checkpoint {path}: {cause} ({kept}){hint}") from err
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-
-
-@contextlib.contextmanager
-def _sigint_deferred() -> Iterator[None]:
-    """Hold SIGINT back until the block ends, then raise the ``KeyboardInterrupt`` it would have raised (main
-    thread only: other threads cannot set signal handlers and do not receive SIGINT)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
-    try:
-        yield
-    finally:
-        if previous is not None:  # None: a handler set outside Python, which signal() cannot restore
-            signal.signal(signal.SIGINT, previous)
-    if caught:
-        raise KeyboardInterrupt
-
-
-def check_checkpoint_fits(checkpoint: dict[str, Any], module: LightningModule, path: str) -> None:
-    """Raise a ``ConfigError`` naming ``path`` if its weights do not fit ``module`` (another model or another
-    number of classes), instead of the page of missing keys that ``load_state_dict`` prints."""
-    saved = checkpoint.get("state_dict", {})
-    own = module.state_dict()
-    missing = sorted(own.keys() - saved.keys())
-    unexpected = sorted(saved.keys() - own.keys())
-    if (missing and module.strict_loading) or unexpected:
-        first = (missing or unexpected)[0]
-        raise ConfigError(
-            f"--ckpt_path {path}: a checkpoint of another model: {len(missing)} weights of "
-            f"{type(module).__name__} are missing from it and {len(unexpected)} of its weights are unknown to "
-            f"it (first: {first}); resume with the config the checkpoint was trained with"
-        )
-    shapes = [k for k in saved.keys() & own.keys() if tuple(saved[k].shape) != tuple(own[k].shape)]
-    if shapes:
-        key = sorted(shapes)[0]
-        raise ConfigError(
-            f"--ckpt_path {path}: weight {key} has shape {list(saved[key].shape)} in the checkpoint but "
-            f"{list(own[key].shape)} in this model ({len(shapes)} such weights): the checkpoint comes from "
-            "another configuration, e.g. another number of classes (data) or another network width"
-        )
-
-
 class ResumeCheckpoint(ModelCheckpoint):
     """Write ``checkpoints/last.ckpt`` at the end of every epoch, to resume from after a crash.
 
@@ -238,8 +137,13 @@ class ResumeCheckpoint(ModelCheckpoint):
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         """On Ctrl-C (SIGINT) save ``last.ckpt`` where training stopped and say how to resume; Lightning then
-        exits with status 1."""
+        exits with status 1. Under DDP the first Ctrl-C is ``FiniteGuard``'s (every process saves together); a
+        ``KeyboardInterrupt`` here is a second Ctrl-C, and saving would wait for processes that may never come."""
         if not isinstance(exception, KeyboardInterrupt) or self.dirpath is None:
+            return
+        if trainer.world_size > 1:
+            kept = f"{self.dirpath}/last.ckpt is the last epoch's"
+            print(f"tumorlab: stopped at once (second Ctrl-C), nothing saved; {kept}", file=sys.stderr)
             return
         path = f"{self.dirpath}/last.ckpt"
         trainer.save_checkpoint(path)
@@ -247,7 +151,7 @@ class ResumeCheckpoint(ModelCheckpoint):
             run_dir = str(trainer.default_root_dir)
             print(
                 f"tumorlab: interrupted at epoch {trainer.current_epoch}, step {trainer.global_step}; saved {path}\n"
-                f"resume with: tumorlab {' '.join(sys.argv[1:])} --ckpt_path {run_dir}",
+                f"resume with: tumorlab {shlex.join(sys.argv[1:])} --ckpt_path {run_dir}",
                 file=sys.stderr,
             )
 
@@ -324,12 +228,26 @@ class FiniteGuard(Callback):
     checkpoint is written, so ``checkpoints/last.ckpt`` keeps the last good epoch. The ``tumorlab`` command adds
     this callback to every ``fit``; it also refuses ``max_epochs: 0`` (or ``max_steps: 0``), which would end
     ``fit`` at once with no checkpoint and no word of why.
+
+    Under DDP it also holds Ctrl-C back during ``fit`` (``DeferredInterrupt``): a process that got SIGINT says so
+    at the end of its training step, and every process saves ``last.ckpt`` and stops with the same message.
     """
+
+    def __init__(self) -> None:
+        self._interrupt = DeferredInterrupt()
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage == "fit" and (trainer.max_epochs == 0 or trainer.max_steps == 0):
             key = "max_epochs" if trainer.max_epochs == 0 else "max_steps"
             raise ConfigError(f"trainer.{key} is 0: fit would train nothing; set it to 1 or more")
+        if stage == "fit" and trainer.world_size > 1:
+            self._interrupt.install()
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._interrupt.restore()
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        self._interrupt.restore()
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         images = batch.get("image") if isinstance(batch, dict) else None
@@ -359,7 +277,7 @@ class FiniteGuard(Callback):
                 f"{trainer.global_step} (batch {batch_idx}); training stopped and {kept}. A learning rate that "
                 "is too high is the usual cause: lower model.optimizer.init_args.lr"
             )
-        stop_every_rank(trainer, error)
+        stop_every_rank(trainer, error, interrupted=self._interrupt.caught, save=lambda: _save_last(trainer))
 
     # The last optimiser step of an epoch can overflow the weights after the last loss was checked: look at the
     # weights before the epoch's checkpoints are written (Lightning runs checkpoint callbacks after this one).
@@ -369,29 +287,6 @@ class FiniteGuard(Callback):
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         _check_weights(trainer, pl_module)
-
-
-def stop_every_rank(trainer: Trainer, error: TumorlabError | None) -> None:
-    """Raise ``error`` in every process when any process has one (``None``: this one has none).
-
-    One process that raised alone would leave the others waiting in their next collective call for ever (or
-    until the process group's timeout). All processes call this at the same point; a cheap all-reduce of one
-    flag decides, and only when it is set are the messages gathered, so every rank raises the same error, the
-    first failing rank's, with that rank named.
-    """
-    if trainer.world_size == 1:
-        if error is not None:
-            raise error
-        return
-    if not trainer.strategy.reduce_boolean_decision(error is not None, all=False):
-        return
-    import torch.distributed as dist
-
-    gathered: list = [None] * trainer.world_size
-    dist.all_gather_object(gathered, None if error is None else (type(error).__name__, str(error)))
-    rank, (kind, message) = next((r, m) for r, m in enumerate(gathered) if m is not None)
-    cls = DataError if kind == "DataError" else ConfigError
-    raise cls(f"process {rank} of {trainer.world_size}: {message}")
 
 
 def _check_weights(trainer: Trainer, pl_module: LightningModule) -> None:
@@ -407,6 +302,16 @@ def _check_weights(trainer: Trainer, pl_module: LightningModule) -> None:
             "is the usual cause: lower model.optimizer.init_args.lr"
         )
     stop_every_rank(trainer, error)
+
+
+def _save_last(trainer: Trainer) -> str | None:
+    """Every process: write ``last.ckpt`` of the run where training stands (a collective call under DDP)."""
+    resume = next((cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ResumeCheckpoint)), None)
+    if resume is None or resume.dirpath is None:
+        return None
+    path = f"{resume.dirpath}/last.ckpt"
+    trainer.save_checkpoint(path)
+    return path
 
 
 def _last_checkpoint(trainer: Trainer) -> str | None:

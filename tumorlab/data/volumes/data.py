@@ -93,6 +93,8 @@ class VolumeData(TumorData):
             normalize, ...). ``on_bad_file: skip`` leaves out whole subjects (``skipped_subjects``), never a part.
     """
 
+    split_units = ("slices", "subjects")  # what the split line of fit counts: samples, groups kept whole
+
     def __init__(
         self,
         root: str,
