@@ -3,10 +3,12 @@ release: each old name is the new module under another name, and warns naming th
 
 from __future__ import annotations
 
+import copy
 import importlib
 import sys
 
 import pytest
+import torch
 
 import tumorlab
 from tests.conftest import REPO
@@ -55,3 +57,30 @@ def test_a_config_naming_old_class_paths_still_runs_through_the_cli(cli, tmp_pat
     assert "tumorlab.training.callbacks.FiniteGuard" in result.stdout
     assert "tumorlab.training.loggers.WandbLogger" in result.stdout
     assert "class_path: tumorlab.callbacks." not in result.stdout
+
+
+def test_a_pruned_run_saved_under_the_old_class_path_still_loads_and_tests(cnn9_run, cli, tmp_path, monkeypatch):
+    from tumorlab.compression.prune import channel_prune
+    from tumorlab.compression.study import _save
+    from tumorlab.runs.load import load_run
+
+    run = load_run(cnn9_run)
+    dense_net = copy.deepcopy(run.task.net)
+    size = int(run.datamodule.image_size)
+    channel_prune(run.task.net, 0.5, torch.randn(2, 3, size, size))
+    folder = tmp_path / "s0.50"
+    _save(run.task, run, folder, "channel", 0.5, {}, dense_net)
+    saved = (folder / "config.yaml").read_text()
+    assert "class_path: tumorlab.models.pruned.ChannelPruned" in saved  # a new pruned run names the new home
+    (folder / "config.yaml").write_text(saved.replace("tumorlab.models.pruned.", "tumorlab.compression.loading."))
+    monkeypatch.delitem(sys.modules, "tumorlab.compression.loading", raising=False)
+    with pytest.warns(DeprecationWarning, match="tumorlab.compression.loading moved to tumorlab.models.pruned"):
+        old = load_run(folder)
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        torch.testing.assert_close(old.task(x), run.task.eval()(x))
+    # `tumorlab test` on it runs, and the config its own run saves names the class where it lives now
+    assert cli("test", "--ckpt_path", str(folder), "--run.root", str(tmp_path / "t")).returncode == 0
+    (tested,) = (tmp_path / "t").rglob("config.yaml")
+    assert "tumorlab.models.pruned.ChannelPruned" in tested.read_text()
+    assert "tumorlab.compression.loading" not in tested.read_text()

@@ -15,7 +15,6 @@ from torch.nn.utils import prune
 
 from tests.conftest import FAST_TRAINER, REPO, only_run_dir
 from tumorlab.cli.main import main
-from tumorlab.compression.loading import changed_shapes, narrow_to
 from tumorlab.compression.prune import (
     MagnitudePruning,
     channel_prune,
@@ -27,6 +26,7 @@ from tumorlab.compression.prune import (
 )
 from tumorlab.errors import ConfigError
 from tumorlab.models import CNN9, ResNet3, TimmClassifier, UNetWithClassifier
+from tumorlab.models.pruned import changed_shapes, narrow_to
 from tumorlab.runs.load import load_run
 
 

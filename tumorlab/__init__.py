@@ -35,6 +35,7 @@ MOVED_MODULES = {
     "tumorlab.quiet": "tumorlab.cli.quiet",
     "tumorlab.evaluation.loading": "tumorlab.runs.load",
     "tumorlab.evaluation.crossdata": "tumorlab.runs.crossdata",
+    "tumorlab.compression.loading": "tumorlab.models.pruned",  # pruned runs' configs name ChannelPruned here
 }
 
 

@@ -26,11 +26,11 @@ import yaml
 from lightning.pytorch import Callback, Trainer, seed_everything
 
 from tumorlab.compression.latency import parameter_counts, time_model
-from tumorlab.compression.loading import build_task, changed_shapes, original_net_config, pruned_net_config
 from tumorlab.compression.prune import channel_prune, magnitude_prune, make_permanent, sparsities, weight_sparsity
 from tumorlab.errors import ConfigError
+from tumorlab.models.pruned import changed_shapes, original_net_config, pruned_net_config
 from tumorlab.runs.folders import new_run_dir, run_info, update_run_json
-from tumorlab.runs.load import LoadedRun, load_run
+from tumorlab.runs.load import LoadedRun, build_run, load_run
 from tumorlab.tasks.metrics import monitor_mode
 
 __all__ = ["PruneRow", "prune_run", "format_prune_table"]
@@ -162,7 +162,7 @@ def _example(run: LoadedRun) -> torch.Tensor:
 
 
 def _fresh_task(run: LoadedRun, state: dict):
-    task = build_task(run.config, run.datamodule)
+    task, _ = build_run(run.config)  # a data module too, never set up: only the task is used
     task.load_state_dict(state)
     return task.eval()
 
@@ -270,7 +270,7 @@ def prune_run(
     update_run_json(out, **run_info("prune", list(argv)), pruned_from=str(run.run_dir), method=method)
     dense_state = {k: v.clone() for k, v in run.task.state_dict().items()}
     dense = _test(run.task, run, out)
-    dense_net = build_task({**run.config, "model": original_net_config(run.config)}, run.datamodule).net
+    dense_net = build_run({**run.config, "model": original_net_config(run.config)})[0].net
     dense_latency = _latency(run.task.net, run, n_threads)
     example = _example(run)
     rows, task, done = [], None, 0.0

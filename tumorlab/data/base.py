@@ -1,6 +1,6 @@
 """What every tumorlab DataModule shares: the decode pass and cache, duplicate groups, leak-proof splits,
-class weights, the weighted sampler and the loaders (a ``SeededSampler`` for training, so that a resumed fit
-sees the batches an uninterrupted one would).
+class weights, the weighted sampler and the loaders (``loaders.make_loader``: a ``SeededSampler`` for training,
+so that a resumed fit sees the batches an uninterrupted one would).
 
 ``TumorData`` holds all of it and imports no Lightning (``tumorlab audit`` uses it as it is);
 ``tumorlab.data.modules`` turns it and its subclasses into Lightning DataModules (``TumorDataModule`` ...).
@@ -15,36 +15,29 @@ root fails before any run folder exists; ``setup()`` does the rest:
 3. duplicate groups (exact, or exact + near: ``duplicates.duplicate_groups``) are merged with patients into
    split units (``splits.split_units``), so neither a patient nor a duplicate group can straddle two splits;
    copies of test images in the training data are dropped from training (``test_duplicates: drop``,
-   ``splits.drop_test_duplicates``) or raise;
-4. the split (hold-out fractions or k-fold, stratified) is drawn and verified by ``check_disjoint``;
+   ``splits.apply_test_duplicates``) or raise;
+4. the split (hold-out fractions or k-fold, stratified) is drawn and verified by ``check_disjoint``
+   (``splits.assign_splits``);
 5. the datasets normalise with ``normalization`` (the model's statistics, or ImageNet's by default).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import numpy as np
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from tumorlab.data.cache import DecodeCache, Sample, SampleInfo, inspect_samples
-from tumorlab.data.checks import check_split_classes
+from tumorlab.data.checks import check_settings, check_split_classes
 from tumorlab.data.dataset import SampleDataset, SampleStore
 from tumorlab.data.duplicates import DEFAULT_NEAR_THRESHOLD, duplicate_groups
-from tumorlab.data.samplers import SeededSampler
-from tumorlab.data.splits import (
-    SPLITS,
-    check_disjoint,
-    drop_test_duplicates,
-    held_out_group,
-    make_splits,
-    split_units,
-)
+from tumorlab.data.loaders import default_workers, make_loader, predict_dataset
+from tumorlab.data.splits import SPLITS, apply_test_duplicates, assign_splits, held_out_group
 from tumorlab.data.transforms import (
     DecodeSpec,
     build_transforms,
@@ -52,19 +45,11 @@ from tumorlab.data.transforms import (
     check_normalization,
     imagenet_statistics,
 )
-from tumorlab.data.workers import NamingDataLoader, TrackedDataset
 from tumorlab.errors import ConfigError, DataError
 
-__all__ = ["TumorData", "default_workers"]
+__all__ = ["TumorData"]
 
 log = logging.getLogger(__name__)
-
-
-def default_workers() -> int:
-    """Loader processes for this machine: none on 1-2 cores (the main process keeps up with a cached data
-    set and worker start-up costs more than it saves), else up to 4, leaving a core to the model."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return 0 if cpus <= 2 else min(4, cpus - 1)
 
 
 class TumorData:
@@ -156,25 +141,20 @@ class TumorData:
         if hasattr(self, "save_hyperparameters"):  # the Lightning DataModule (tumorlab.data.modules)
             self.save_hyperparameters()
         channels = [0, 1, 2] if channels is None else list(channels)
-        if image_size < 8:
-            raise ConfigError(f"data.image_size must be at least 8 pixels, got {image_size}")
-        if batch_size < 1:
-            raise ConfigError(f"data.batch_size must be at least 1, got {batch_size}")
-        if not channels or len(set(channels)) != len(channels) or not set(channels) <= {0, 1, 2}:
-            raise ConfigError(f"data.channels must be distinct indices among 0, 1, 2, got {channels}")
-        if num_folds is not None and (num_folds < 2 or not 0 <= fold < num_folds):
-            raise ConfigError(f"data.num_folds must be >= 2 and data.fold in [0, num_folds), got {num_folds}, {fold}")
-        if not 0 <= near_threshold <= 256:
-            raise ConfigError(f"data.near_threshold must lie in [0, 256] bits, got {near_threshold}")
-        for key, value, allowed in (
-            ("cache", cache, ("memory", "disk", "none")),
-            ("on_bad_file", on_bad_file, ("raise", "skip")),
-            ("duplicates", duplicates, ("exact", "near", "none")),
-            ("test_duplicates", test_duplicates, ("drop", "raise")),
-            ("predict_split", predict_split, (*SPLITS, "all")),
-        ):
-            if value not in allowed:
-                raise ConfigError(f"data.{key} must be one of {list(allowed)}, got {value!r}")
+        check_settings(
+            image_size,
+            batch_size,
+            channels,
+            num_folds,
+            fold,
+            near_threshold,
+            (test_group_by, test_group),
+            cache=cache,
+            on_bad_file=on_bad_file,
+            duplicates=duplicates,
+            test_duplicates=test_duplicates,
+            predict_split=predict_split,
+        )
         check_augment(augment)
         self.image_size, self.batch_size, self.channels, self.brain_crop = image_size, batch_size, channels, brain_crop
         self.split, self.num_folds, self.fold, self.seed = tuple(split), num_folds, fold, seed
@@ -182,11 +162,6 @@ class TumorData:
         self.weighted_sampler, self.on_bad_file = weighted_sampler, on_bad_file
         self.duplicates, self.near_threshold, self.test_duplicates = duplicates, near_threshold, test_duplicates
         self.predict_split = predict_split
-        if (test_group_by is None) != (test_group is None):
-            raise ConfigError(
-                f"data.test_group_by and data.test_group go together (the key and the held-out value), got "
-                f"{test_group_by!r} and {test_group!r}"
-            )
         self.test_group_by, self.test_group = test_group_by, None if test_group is None else str(test_group)
         self.num_workers = default_workers() if num_workers is None else num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
@@ -272,27 +247,19 @@ class TumorData:
         fixed = np.array([s.fixed_split or "" for s in self.samples])
         if self.test_group_by is not None:
             fixed = self._group_as_test(fixed, patients, keep)
-        keep = self._drop_test_duplicates(dup, fixed, keep)
-        idx = np.flatnonzero(keep)
-        units = split_units([patients[i] for i in idx], [dup[i] for i in idx])
-        strata = self.strata(labels, keep)[idx]
-        given = {name: np.flatnonzero(fixed[idx] == name) for name in SPLITS}
-        if self.num_folds is None and sum(len(v) for v in given.values()) == len(idx) and all(map(len, given.values())):
-            local = given  # the data fixes all three splits (a manifest's split column)
-            check_disjoint(local, units)
-        else:
-            local = make_splits(
-                units,
-                self.split,
-                self.seed,
-                strata=strata,
-                fixed_test=(fixed[idx] == "test") if (fixed[idx] == "test").any() else None,
-                num_folds=self.num_folds,
-                fold=self.fold,
-            )
-        check_disjoint(local, [patients[i] for i in idx])
-        check_disjoint(local, [dup[i] for i in idx], what="duplicate-image")
-        self.split_indices = {name: idx[part] for name, part in local.items()}
+        paths = [str(s.image) for s in self.samples]
+        keep, self.dropped_test_duplicates = apply_test_duplicates(dup, fixed, keep, paths, self.test_duplicates)
+        self.split_indices = assign_splits(
+            patients,
+            dup,
+            keep,
+            self.strata(labels, keep),
+            fixed,
+            self.split,
+            self.seed,
+            num_folds=self.num_folds,
+            fold=self.fold,
+        )
         self.store = SampleStore(self.samples, labels, spec, self._cache)
         self.datasets = {
             name: SampleDataset(
@@ -332,22 +299,6 @@ class TumorData:
         if bad:
             log.warning("skipped %d bad files (on_bad_file: skip); first: %s", len(bad), bad[0][1])
         return np.array([x.error is None for x in infos], dtype=bool)
-
-    def _drop_test_duplicates(self, dup: list[str], fixed: np.ndarray, keep: np.ndarray) -> np.ndarray:
-        """Apply ``test_duplicates`` to the training copies of test images: raise, or drop and report them."""
-        kept, leaked = drop_test_duplicates(dup, fixed, keep)
-        pairs = [(str(self.samples[i].image), str(self.samples[j].image)) for i, j in leaked]
-        if leaked and self.test_duplicates == "raise":
-            listing = "; ".join(f"{a} = {b}" for a, b in pairs[:5])
-            raise DataError(
-                f"{len(pairs)} training images have a copy in the test set: {listing}"
-                + (" ..." if len(pairs) > 5 else "")
-                + " (test_duplicates: drop removes them from training)"
-            )
-        self.dropped_test_duplicates = pairs
-        if leaked:
-            log.warning("dropped %d training images that duplicate test images (test_duplicates: drop)", len(pairs))
-        return kept
 
     # --- normalisation --------------------------------------------------------------------------------
 
@@ -410,35 +361,16 @@ class TumorData:
 
     def _loader(self, name: str, train: bool) -> DataLoader:
         self._require_setup()
-        ds = self.predict_dataset() if name == "predict" else self.datasets[name]
-        trainer = getattr(self, "trainer", None)  # set by Lightning on the DataModule (tumorlab.data.modules)
-        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        sampler = None
-        if train:
-            weights = None
-            if self.weighted_sampler:
-                counts = np.bincount(ds.labels, minlength=self.num_classes).astype(np.float64)
-                weights = (1.0 / counts[ds.labels]).tolist()
-            # Order and augmentation follow (seed, epoch) only: reproducible, resumable, sharded under DDP.
-            sampler = SeededSampler(ds, seed=self.seed, num_replicas=world, rank=rank, weights=weights)
-        elif world > 1:
-            # Lightning's default DistributedSampler pads evaluation sets with repeated samples; this one gives
-            # every sample to exactly one process, so metrics synced across processes are exact.
-            from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-
-            sampler = UnrepeatedDistributedSampler(ds, num_replicas=world, rank=rank, shuffle=False)
-        # with workers, one that dies names the file it was loading (tumorlab.data.workers)
-        tracked = TrackedDataset(ds, self.num_workers) if self.num_workers > 0 else ds
-        return (NamingDataLoader if self.num_workers > 0 else DataLoader)(
-            tracked,
+        return make_loader(
+            self.predict_dataset() if name == "predict" else self.datasets[name],
+            train,
             batch_size=self.batch_size,
-            sampler=sampler,
-            # worker seeds come from this generator, not from the global RNG that dropout draws from
-            generator=torch.Generator().manual_seed(self.seed),
+            seed=self.seed,
             num_workers=self.num_workers,
-            persistent_workers=self.persistent_workers and self.num_workers > 0,
+            persistent_workers=self.persistent_workers,
             pin_memory=self.pin_memory,
-            drop_last=False,
+            weighted_classes=self.num_classes if self.weighted_sampler else None,
+            trainer=getattr(self, "trainer", None),  # set by Lightning on the DataModule (tumorlab.data.modules)
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -451,13 +383,10 @@ class TumorData:
         return self._loader("test", train=False)
 
     def predict_dataset(self) -> Dataset:
-        """The samples ``predict_dataloader`` serves: the ``predict_split``, or train, val and test in turn
-        (``all``), every one normalised only (training images too), each item tagged with its ``split``."""
+        """The samples ``predict_dataloader`` serves (``loaders.predict_dataset``: the ``predict_split``, or all
+        three in turn, normalised only, each item tagged with its ``split``)."""
         self._require_setup()
-        names = SPLITS if self.predict_split == "all" else (self.predict_split,)
-        unaugmented = self.datasets["val"].transform  # built with train=False: normalisation only
-        parts = [self.datasets[n] if n != "train" else self.datasets[n].with_transform(unaugmented) for n in names]
-        return parts[0] if len(parts) == 1 else ConcatDataset(parts)
+        return predict_dataset(self.datasets, self.predict_split)
 
     def predict_dataloader(self) -> DataLoader:
         """Batches of ``predict_dataset()`` in order, each sample on one process only under DDP."""

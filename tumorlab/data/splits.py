@@ -5,7 +5,7 @@ hold-out fractions (the same draw as ``GroupShuffleSplit``, optionally stratifie
 and ``StratifiedGroupKFold`` for k-fold cross-validation. ``check_disjoint`` verifies every result: a
 patient or duplicate group in two splits is an error, never a warning. ``split_units`` merges patients and
 duplicate groups into the units that are drawn; ``drop_test_duplicates`` removes training copies of a given
-test set.
+test set; ``assign_splits`` is all of it for a data module's samples.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ __all__ = [
     "check_fractions",
     "split_units",
     "drop_test_duplicates",
+    "apply_test_duplicates",
+    "assign_splits",
 ]
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,25 @@ def drop_test_duplicates(
     keep = keep.copy()
     keep[[i for i, _ in leaked]] = False
     return keep, leaked
+
+
+def apply_test_duplicates(
+    duplicate_ids: Sequence[str], fixed: np.ndarray, keep: np.ndarray, paths: Sequence[str], policy: str
+) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """``data.test_duplicates`` on the training copies of test images (``drop_test_duplicates``): ``raise`` stops
+    naming them; ``drop`` returns ``(keep without them, [(training file, its copy in the test set)])``, logged."""
+    kept, leaked = drop_test_duplicates(duplicate_ids, fixed, keep)
+    pairs = [(str(paths[i]), str(paths[j])) for i, j in leaked]
+    if pairs and policy == "raise":
+        listing = "; ".join(f"{a} = {b}" for a, b in pairs[:5])
+        raise DataError(
+            f"{len(pairs)} training images have a copy in the test set: {listing}"
+            + (" ..." if len(pairs) > 5 else "")
+            + " (test_duplicates: drop removes them from training)"
+        )
+    if pairs:
+        log.warning("dropped %d training images that duplicate test images (test_duplicates: drop)", len(pairs))
+    return kept, pairs
 
 
 def _group_strata(groups: np.ndarray, strata: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -221,6 +242,51 @@ def make_splits(
     if duplicate_groups is not None:
         check_disjoint(splits, duplicate_groups, what="duplicate-image")
     return splits
+
+
+def assign_splits(
+    patients: Sequence[str],
+    duplicate_ids: Sequence[str],
+    keep: np.ndarray,
+    strata: np.ndarray,
+    fixed: np.ndarray,
+    fractions: Sequence[float],
+    seed: int,
+    num_folds: int | None = None,
+    fold: int = 0,
+) -> dict[str, np.ndarray]:
+    """Train/val/test indices into all samples, of the kept ones only, with no patient or duplicate group in two.
+
+    Args:
+        patients: the patient of each sample (its duplicate group where the data has no patients).
+        duplicate_ids: the duplicate group of each sample.
+        keep: boolean per sample; the others (bad files, training copies of test images) are in no split.
+        strata: what the split stratifies by, per sample.
+        fixed: the split the data gives each sample (``"train"``, ``"val"``, ``"test"``, or ``""``). Where it
+            gives all three to every kept sample (a manifest's split column) and no folds are asked for, those
+            are the splits; else the given ``test`` samples are the test set and the rest is drawn.
+        fractions, seed, num_folds, fold: as ``make_splits``.
+    """
+    idx = np.flatnonzero(keep)
+    units = split_units([patients[i] for i in idx], [duplicate_ids[i] for i in idx])
+    fixed = np.asarray(fixed)[idx]
+    given = {name: np.flatnonzero(fixed == name) for name in SPLITS}
+    if num_folds is None and sum(len(v) for v in given.values()) == len(idx) and all(map(len, given.values())):
+        local = given  # the data fixes all three splits
+        check_disjoint(local, units)
+    else:
+        local = make_splits(
+            units,
+            fractions,
+            seed,
+            strata=np.asarray(strata)[idx],
+            fixed_test=(fixed == "test") if (fixed == "test").any() else None,
+            num_folds=num_folds,
+            fold=fold,
+        )
+    check_disjoint(local, [patients[i] for i in idx])
+    check_disjoint(local, [duplicate_ids[i] for i in idx], what="duplicate-image")
+    return {name: idx[part] for name, part in local.items()}
 
 
 def leave_one_group_out(values: Sequence[str], key: str = "group") -> dict[str, np.ndarray]:

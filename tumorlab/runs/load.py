@@ -31,6 +31,7 @@ PredictRunner = Callable[[list[str]], Path]
 __all__ = [
     "LoadedRun",
     "RunFolder",
+    "build_run",
     "is_run_dir",
     "load_run",
     "load_weights",
@@ -233,13 +234,6 @@ def load_run(
     The checkpoint is read with ``torch.load(weights_only=True)``; weights that are missing or of another
     shape are a ``ConfigError`` naming the first of them.
     """
-    from jsonargparse import ArgumentParser
-    from lightning.pytorch import LightningDataModule, LightningModule
-
-    import tumorlab.data.modules  # noqa: F401  (short class names in configs)
-    import tumorlab.models  # noqa: F401
-    import tumorlab.tasks  # noqa: F401
-    from tumorlab.links import link_net_args
     from tumorlab.runs.crossdata import class_mapping, collapse_to_binary
 
     run_dir, found = resolve_run(ckpt_path)
@@ -250,6 +244,31 @@ def load_run(
     config = folder.config
     if "model" not in config or "data" not in config:
         raise ConfigError(f"{run_dir / 'config.yaml'}: no model or data section; not a config that fit saved")
+    task, datamodule = build_run(config, data_root)
+    if weights:
+        load_weights(task, checkpoint)
+    mapping = class_mapping(datamodule)
+    if mapping is not None and mapping["binary_from_model_outputs"]:
+        collapse_to_binary(task, mapping["model_classes"])
+    return LoadedRun(task.eval(), datamodule, config, run_dir, checkpoint)
+
+
+def build_run(config: dict[str, Any], data_root: str | None = None) -> tuple[Any, Any]:
+    """``(task, data module)`` of a run's config (``config.yaml`` as a dict), freshly initialised.
+
+    Instantiated as ``tumorlab`` does (jsonargparse, the data module's sizes linked into the network with
+    ``links.link_net_args``); pretrained starting weights are neither downloaded nor read (``load_run`` loads a
+    checkpoint next). ``data_root`` replaces ``data.init_args.root``. The data module is not set up.
+    """
+    from jsonargparse import ArgumentParser
+    from lightning.pytorch import LightningDataModule, LightningModule
+
+    import tumorlab.data.modules  # noqa: F401  (short class names in configs)
+    import tumorlab.models  # noqa: F401
+    import tumorlab.tasks  # noqa: F401
+    from tumorlab.links import link_net_args
+    from tumorlab.models.weights import from_checkpoint
+
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(LightningDataModule, "data")
     parser.add_subclass_arguments(LightningModule, "model")
@@ -258,17 +277,9 @@ def load_run(
     _no_starting_weights(model)  # the checkpoint holds every weight: fetching pretrained ones would only fail offline
     if data_root is not None:
         data.setdefault("init_args", {})["root"] = str(data_root)
-    from tumorlab.models.weights import from_checkpoint
-
     with from_checkpoint():  # weights files, init_from: the checkpoint replaces them, they may be gone
         built = parser.instantiate(parser.parse_object({"data": data, "model": model}))
-    task = built.model
-    if weights:
-        load_weights(task, checkpoint)
-    mapping = class_mapping(built.data)
-    if mapping is not None and mapping["binary_from_model_outputs"]:
-        collapse_to_binary(task, mapping["model_classes"])
-    return LoadedRun(task.eval(), built.data, config, run_dir, checkpoint)
+    return built.model, built.data
 
 
 def _load_ensemble(run: RunFolder, weights: bool, data_root: str | None) -> LoadedRun:

@@ -12,7 +12,8 @@ def _audit(ns: argparse.Namespace) -> int:
     import logging
 
     from tumorlab.cli.quiet import quiet_known_noise
-    from tumorlab.data.audit import audit, format_audit
+    from tumorlab.data.audit import audit
+    from tumorlab.data.audit_text import format_audit
 
     quiet_known_noise()
 

@@ -1,7 +1,7 @@
-"""Channel-pruned networks in configs, and building a task from a config with a data module's sizes.
+"""Channel-pruned networks in configs: ``ChannelPruned`` and the config helpers of a pruned run.
 
-Rebuilding a trained run in Python (task with the checkpoint's weights, data module) is
-``tumorlab.runs.load.load_run``: one loader for reports, Grad-CAM, pruning, export and latency.
+A trained run, pruned or not, is rebuilt by ``tumorlab.runs.load.load_run`` (one loader for reports, Grad-CAM,
+pruning, export and latency); this module only defines the network a pruned run's config names.
 
 A channel-pruned network cannot be built from its original config (its layers are narrower). Its config names
 ``ChannelPruned`` (or ``ChannelPrunedUNet`` for the two-headed U-Net) instead: the original network's config plus
@@ -21,61 +21,37 @@ import yaml
 from torch import nn
 
 from tumorlab.errors import ConfigError
-from tumorlab.links import head_classes
 from tumorlab.models.unet import UNetWithClassifier
 
 __all__ = [
     "ChannelPruned",
     "ChannelPrunedUNet",
-    "build_task",
     "changed_shapes",
     "narrow_to",
     "original_net_config",
     "pruned_net_config",
 ]
 
-LINKED = ("num_classes", "in_channels", "image_size")
 
-
-def _instantiate(key: str, base: type, node: dict) -> Any:
-    """Instantiate ``{class_path, init_args}`` under ``key`` with jsonargparse (callables such as the
-    optimiser are resolved as LightningCLI does), without reading starting weights (the caller loads a run's)."""
+def _instantiate_net(node: dict) -> nn.Module:
+    """The network of ``{class_path, init_args}``, instantiated with jsonargparse as the CLI does, without
+    reading starting weights (the caller loads a run's)."""
     from jsonargparse import ArgumentParser
 
-    import tumorlab.data.modules  # noqa: F401  (short class names)
-    import tumorlab.tasks  # noqa: F401
+    import tumorlab.models  # noqa: F401  (short class names)
     from tumorlab.models.weights import from_checkpoint
 
     parser = ArgumentParser(exit_on_error=False)
-    parser.add_subclass_arguments(base, key, required=True)
-    cfg = parser.parse_object({key: node})
+    parser.add_subclass_arguments(nn.Module, "net", required=True)
+    cfg = parser.parse_object({"net": node})
     with from_checkpoint():  # a trained run's weights are loaded next: no starting weights are read
-        return parser.instantiate_classes(cfg)[key]
+        return parser.instantiate_classes(cfg)["net"]
 
 
 def _net_accepts(class_path: str) -> set[str]:
     module, _, name = class_path.rpartition(".")
     cls = getattr(importlib.import_module(module), name)
     return set(inspect.signature(cls).parameters)
-
-
-def build_task(config: dict, datamodule: Any) -> Any:
-    """The task of ``config`` with the data module's linked sizes set in its network (as the CLI links them)."""
-    from lightning.pytorch import LightningModule
-
-    model = yaml.safe_load(yaml.safe_dump(config["model"]))  # a deep copy
-    net = model.get("init_args", {}).get("net")
-    if isinstance(net, dict) and "class_path" in net:
-        accepts = _net_accepts(net["class_path"])
-        net.setdefault("init_args", {})
-        for name in LINKED:
-            value = head_classes(datamodule) if name == "num_classes" else getattr(datamodule, name, None)
-            if name in accepts and value is not None:
-                net["init_args"][name] = value
-    return _instantiate("model", LightningModule, model)
-
-
-# -- channel-pruned networks ---------------------------------------------------------------------------------
 
 
 def _replace_tensor(module: nn.Module, name: str, shape: list[int]) -> None:
@@ -131,7 +107,7 @@ def _build_pruned(net: dict, shapes: dict, **linked: Any) -> nn.Module:
     for name, value in linked.items():
         if name in accepts and value is not None:
             node["init_args"][name] = value
-    built = _instantiate("net", nn.Module, node)
+    built = _instantiate_net(node)
     return narrow_to(built, shapes)
 
 
@@ -147,6 +123,7 @@ class ChannelPruned(nn.Module):
         in_channels: linked from the data module (passed to ``net`` when it takes it).
         num_classes: linked from the data module.
         image_size: linked from the data module.
+        mask_channels: linked from the data module (the U-Net's segmentation head).
     """
 
     def __new__(
@@ -156,8 +133,16 @@ class ChannelPruned(nn.Module):
         in_channels: int | None = None,
         num_classes: int | None = None,
         image_size: int | None = None,
+        mask_channels: int | None = None,
     ) -> nn.Module:
-        return _build_pruned(net, shapes, in_channels=in_channels, num_classes=num_classes, image_size=image_size)
+        return _build_pruned(
+            net,
+            shapes,
+            in_channels=in_channels,
+            num_classes=num_classes,
+            image_size=image_size,
+            mask_channels=mask_channels,
+        )
 
     def __init__(
         self,
@@ -166,6 +151,7 @@ class ChannelPruned(nn.Module):
         in_channels: int | None = None,
         num_classes: int | None = None,
         image_size: int | None = None,
+        mask_channels: int | None = None,
     ) -> None:  # never runs: __new__ returns the rebuilt network; kept for the signature jsonargparse reads
         super().__init__()
 
@@ -198,7 +184,7 @@ def pruned_net_config(config: dict, shapes: dict[str, list[int]]) -> dict:
     unet = net["class_path"].rsplit(".", 1)[-1] == "UNetWithClassifier"
     name = "ChannelPrunedUNet" if unet else "ChannelPruned"
     config["model"]["init_args"]["net"] = {
-        "class_path": f"tumorlab.compression.loading.{name}",
+        "class_path": f"{__name__}.{name}",
         "init_args": {"net": net, "shapes": shapes},
     }
     return config
