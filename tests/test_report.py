@@ -192,6 +192,14 @@ def test_no_tumour_predicted_prints_n_a_as_report_md_does(cnn_run, tmp_path, cli
     metrics = _metrics(test_dir)
     assert metrics["overall"]["precision"] is None and metrics["per_class"]["tumour"]["predicted"] == 0
     assert_logged_metrics_agree(test_dir)
+    # validate writes no predictions.csv: the same rule on the task's confusion matrix
+    result = cli("validate", "--ckpt_path", str(ckpt), "--trainer.logger", "false")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^  precision +n/a$", result.stdout, re.M), result.stdout
+    (val_dir,) = [p for p in (tmp_path / "cnn").iterdir() if p.name.endswith("_validate")]
+    record = json.loads((val_dir / "run.json").read_text())
+    assert record["val_metrics"]["precision"] is None and record["val_metrics"]["acc"] is not None
+    assert record["val_undefined_metrics"]["precision_tumour"] == "no sample predicted as tumour"
 
 
 def test_slice_panel_predicts_the_masks_again(unet_run):

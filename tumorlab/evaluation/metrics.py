@@ -44,7 +44,7 @@ import torch
 from tumorlab.tasks.metrics import classification_metrics, confusion_matrix, per_class_metrics
 from tumorlab.tasks.mixins import class_slug
 
-__all__ = ["Predictions", "compute_metrics", "logged_names", "parse_predictions", "undefined_logged"]
+__all__ = ["Predictions", "compute_metrics", "dotted", "logged_names", "parse_predictions", "undefined_logged"]
 
 _CLASS_KEYS = ("precision", "recall", "f1", "f2")
 
@@ -128,8 +128,9 @@ def _class_undefined(matrix: np.ndarray, names: list[str]) -> dict[str, str]:
 def _scores(p: Predictions) -> tuple[dict[str, float], dict[str, np.ndarray], np.ndarray]:
     """The tasks' collections on ``p``: overall values (logged names), per-class vectors and the confusion matrix.
 
-    Threshold metrics get ``predicted_class`` (what the task's argmax gave), AUROC the probabilities (of the
-    positive class for two classes), as ``ClassMetricsMixin`` feeds them.
+    Threshold metrics get ``predicted_class``, AUROC the probabilities (of the positive class for two classes).
+    The task feeds its metrics the probabilities, whose argmax (two classes: p(positive) > 0.5, the same but for
+    an exact tie) is the ``predicted_class`` that ``prediction_rows`` writes, so the inputs are the same.
     """
     from torchmetrics.classification import MulticlassAUROC
 
@@ -334,8 +335,9 @@ def undefined_logged(
     if split == "test" and path.is_file() and path.stat().st_size:
         from tumorlab.runs.load import read_predictions
 
-        parsed = parse_predictions([r for r in read_predictions(path) if r.get("split") in (None, "", "test")])
-        if len(parsed.y_true):
+        rows = [r for r in read_predictions(path) if r.get("split") in (None, "", "test")]
+        parsed = parse_predictions(rows) if rows else None
+        if parsed is not None and len(parsed.y_true):
             names, undefined = parsed.names, compute_metrics(parsed)["undefined"]
     elif getattr(task, "confusion", None) is not None:
         from tumorlab.tasks.mixins import split_key
