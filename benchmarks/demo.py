@@ -57,7 +57,9 @@ def table(runs: list[dict], torch_version: str) -> str:
             i + 1,
             f"{r['wall_s']:.0f}",
             f"{r['train_time_s']:.0f}",
-            *(f"{r['test_metrics'][k]:.3f}" for k in METRICS),
+            *(
+                "n/a" if r["test_metrics"][k] is None else f"{r['test_metrics'][k]:.3f}" for k in METRICS
+            ),  # null: undefined
         ]
         for i, r in enumerate(runs)
     ]

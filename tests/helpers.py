@@ -135,3 +135,33 @@ class SigintOnRank(Callback):
             import signal
 
             os.kill(os.getpid(), signal.SIGINT)
+
+
+def assert_logged_metrics_agree(run_dir, tolerance: float = 1e-6) -> list[str]:
+    """Every metric that a test run logged in ``run.json`` (``test_metrics``) and that ``compute_metrics`` also
+    gives on the run's ``predictions.csv`` agrees within ``tolerance``; an undefined one is null in both, with
+    the same reason. Returns the names compared."""
+    import json
+    from pathlib import Path
+
+    from tumorlab.evaluation.metrics import compute_metrics, dotted, logged_names, parse_predictions
+    from tumorlab.runs.load import read_predictions
+
+    record = json.loads((Path(run_dir) / "run.json").read_text())
+    logged, reasons = record["test_metrics"], record["test_undefined_metrics"]
+    computed = compute_metrics(parse_predictions(read_predictions(Path(run_dir) / "predictions.csv")))
+    compared = []
+    for name, key in logged_names(computed["class_names"]).items():
+        try:
+            ours = dotted(computed, key)
+        except KeyError:
+            continue
+        if name not in logged:
+            continue
+        if ours is None or logged[name] is None:
+            assert ours is None and logged[name] is None, f"{name}: logged {logged[name]}, recomputed {ours}"
+            assert reasons[name] == computed["undefined"][key]
+        else:
+            assert abs(logged[name] - ours) <= tolerance, f"{name}: logged {logged[name]}, recomputed {ours}"
+        compared.append(name)
+    return compared

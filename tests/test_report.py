@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from sklearn.metrics import (
 )
 
 from tests.conftest import FAST_TRAINER, REPO, TINY_UNET
+from tests.helpers import assert_logged_metrics_agree
 from tumorlab.cli.lightning import run_predict
 from tumorlab.cli.main import main
 from tumorlab.evaluation.metrics import compute_metrics, parse_predictions
@@ -154,6 +156,52 @@ def test_metrics_match_sklearn_segmentation_and_per_patient(unet_run):
         assert values["mean_slice_dice_tumour"] == (pytest.approx(np.mean(tumour)) if tumour else None)
 
 
+def test_logged_test_metrics_agree_with_the_report(cnn_run, unet_run):
+    """What `tumorlab test` logged (torchmetrics, during the test pass) and what `compute_metrics` recomputes
+    from predictions.csv are the same numbers, per class included; Dice and IoU pooled as the task pools them."""
+    classes = {"acc", "precision", "recall", "f1", "f2", "auroc", "precision_tumour", "recall_no_tumour"}
+    assert classes <= set(assert_logged_metrics_agree(cnn_run[1]))
+    assert classes | {"dice", "iou", "dice_volume"} <= set(assert_logged_metrics_agree(unet_run[1]))
+
+
+def test_no_tumour_predicted_prints_n_a_as_report_md_does(cnn_run, tmp_path, cli):
+    """A model whose head says no tumour for every slice: tumour precision is undefined. torchmetrics logs 0;
+    the console prints n/a, run.json holds null with the reason, and report.md agrees."""
+    import torch
+
+    fit_dir, _ = cnn_run
+    fit = tmp_path / "cnn" / fit_dir.name
+    shutil.copytree(fit_dir, fit)
+    ckpt = fit / "checkpoints" / Path(json.loads((fit_dir / "run.json").read_text())["best_checkpoint"]).name
+    state = torch.load(ckpt, weights_only=True)
+    state["state_dict"]["net.head.2.weight"].zero_()
+    state["state_dict"]["net.head.2.bias"].copy_(torch.tensor([5.0, -5.0]))  # no_tumour, always
+    torch.save(state, ckpt)
+    result = cli("test", "--ckpt_path", str(ckpt), "--trainer.logger", "false", "--run.report", "true")
+    assert result.returncode == 0, result.stderr
+    (test_dir,) = [p for p in (tmp_path / "cnn").iterdir() if p.name.endswith("_test")]
+    assert re.search(r"^  precision +n/a$", result.stdout, re.M), result.stdout
+    assert re.search(r"^  tumour +n/a ", result.stdout, re.M), result.stdout  # its row: precision first
+    assert not re.search(r"^  precision +0$", result.stdout, re.M)
+    record = json.loads((test_dir / "run.json").read_text())
+    assert record["test_metrics"]["precision"] is None and record["test_metrics"]["precision_tumour"] is None
+    assert record["test_undefined_metrics"]["precision"] == "no sample predicted as tumour"
+    assert record["test_metrics"]["acc"] is not None
+    report = (test_dir / "report.md").read_text()
+    assert "- `overall.precision`: no sample predicted as tumour" in report
+    metrics = _metrics(test_dir)
+    assert metrics["overall"]["precision"] is None and metrics["per_class"]["tumour"]["predicted"] == 0
+    assert_logged_metrics_agree(test_dir)
+    # validate writes no predictions.csv: the same rule on the task's confusion matrix
+    result = cli("validate", "--ckpt_path", str(ckpt), "--trainer.logger", "false")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^  precision +n/a$", result.stdout, re.M), result.stdout
+    (val_dir,) = [p for p in (tmp_path / "cnn").iterdir() if p.name.endswith("_validate")]
+    record = json.loads((val_dir / "run.json").read_text())
+    assert record["val_metrics"]["precision"] is None and record["val_metrics"]["acc"] is not None
+    assert record["val_undefined_metrics"]["precision_tumour"] == "no sample predicted as tumour"
+
+
 def test_slice_panel_predicts_the_masks_again(unet_run):
     _, test_dir = unet_run
     metrics = _metrics(test_dir)
@@ -250,13 +298,40 @@ def test_multiclass_macro_metrics_and_a_missing_class():
     assert metrics["overall"]["auroc"] is None and "pituitary" in metrics["undefined"]["overall.auroc"]
     assert metrics["per_class"]["pituitary"]["recall"] is None  # no pituitary sample
     defined = [metrics["per_class"][n]["recall"] for n in names[:3]]
-    assert metrics["overall"]["recall"] == pytest.approx(np.mean(defined))  # macro over the 3 defined classes
-    assert "pituitary" in metrics["notes"]["overall.recall"] and "3 of 4" in metrics["notes"]["overall.recall"]
+    # torchmetrics' macro mean, as the task logs it: pituitary was predicted once, so it counts, as 0
+    assert metrics["overall"]["recall"] == pytest.approx(np.mean([*defined, 0.0]))
+    assert metrics["overall"]["recall"] == pytest.approx(recall_score(y, yp, average="macro", zero_division=0))
+    assert (
+        "pituitary counted as 0" in metrics["notes"]["overall.recall"]
+        and "4 of 4" in metrics["notes"]["overall.recall"]
+    )
     assert metrics["per_class"]["pituitary"]["precision"] == 0.0  # one predicted, wrongly: defined, 0
     assert metrics["per_class"]["glioma"]["auroc"] == pytest.approx(
         roc_auc_score(np.array(y) == 0, [float(r["prob_glioma"]) for r in rows])
     )
     assert metrics["per_patient"] is None  # no dice column
+
+
+def test_a_class_neither_present_nor_predicted_is_left_out_of_the_macro_mean():
+    import torch
+    from torchmetrics.functional.classification import multiclass_precision
+
+    names = ["a", "b", "c"]
+    truth, predicted = ["a", "b", "b", "a"], ["a", "b", "a", "a"]  # no c at all
+    rows = [
+        {"file": "x", "patient": "p", "split": "test", "true_class": t, "predicted_class": q}
+        | {f"prob_{n}": str(0.8 if n == q else 0.1) for n in names}
+        for t, q in zip(truth, predicted, strict=True)
+    ]
+    metrics = compute_metrics(parse_predictions(rows))
+    y, yp = torch.tensor([names.index(t) for t in truth]), torch.tensor([names.index(q) for q in predicted])
+    assert metrics["overall"]["precision"] == pytest.approx(float(multiclass_precision(yp, y, 3, average="macro")))
+    assert metrics["overall"]["precision"] == pytest.approx((2 / 3 + 1) / 2)  # over a and b
+    assert (
+        "2 of 3 classes" in metrics["notes"]["overall.precision"]
+        and "c left out" in metrics["notes"]["overall.precision"]
+    )
+    assert metrics["per_class"]["c"]["precision"] is None and metrics["overall"]["auroc"] is None
 
 
 def test_report_of_a_fit_run_folder(cnn_run):

@@ -344,7 +344,10 @@ class TumorlabCLI(LightningCLI):
         metrics = {k[len(prefix) :]: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith(prefix)}
         if not self.trainer.is_global_zero:
             return
-        update_run_json(self.run_dir, **{f"{split}_metrics": metrics})
+        from tumorlab.evaluation.metrics import undefined_logged
+
+        metrics, undefined = undefined_logged(metrics, split, self.run_dir, self.model)  # None where undefined
+        update_run_json(self.run_dir, **{f"{split}_metrics": metrics, f"{split}_undefined_metrics": undefined})
         names = getattr(self.datamodule, "class_names", None) or []
         print(format_metrics(metrics, f"{split} metrics", self.run_dir, [class_slug(n) for n in names]))
         self._log_report_images(split)

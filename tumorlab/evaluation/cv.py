@@ -256,7 +256,8 @@ def cross_validate(
 
 def _fold_metrics(run: Path) -> dict[str, float]:
     record = json.loads((run / "run.json").read_text())
-    metrics = {f"test/{k}": float(v) for k, v in (record.get("test_metrics") or {}).items()}
+    # an undefined metric is null in run.json: NaN here, so that its mean over the folds says so
+    metrics = {f"test/{k}": math.nan if v is None else float(v) for k, v in (record.get("test_metrics") or {}).items()}
     for monitor, value in (record.get("best_score") or {}).items():
         if monitor and monitor.startswith("val/") and value is not None:
             metrics[f"{monitor}_best"] = float(value)

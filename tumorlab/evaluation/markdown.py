@@ -184,7 +184,7 @@ def report_markdown(run: RunFolder, metrics: dict[str, Any], figures: dict[str, 
     source = metrics["source"]
     lines = [f"# Report: {run.path.parent.name} / {run.path.name}", ""]
     lines += [
-        f"Run folder `{run.path}` ({run.command}). Every number below is recomputed with scikit-learn from "
+        f"Run folder `{run.path}` ({run.command}). Every number below is recomputed, as the test logged it, from "
         f"`predictions.csv` ({source['rows']} rows, split {', '.join(source['splits'])}).",
         "",
     ]

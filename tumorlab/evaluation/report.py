@@ -5,7 +5,7 @@
 - ``predictions.csv``: made first where the folder has none (see ``loading.predictions_of``); the source of
   every number below;
 - ``metrics.json``: overall, per class, confusion matrix and, with segmentation (a ``dice`` column), per
-  patient, recomputed with scikit-learn (``tumorlab.evaluation.metrics``);
+  patient, recomputed with the torchmetrics definitions the test logs (``tumorlab.evaluation.metrics``);
 - ``figures/``: ``confusion_matrix.png`` (counts and row-normalised), ``roc_pr.png`` (one-vs-rest ROC with
   AUC, precision-recall), ``training_curves.png`` (loss and the monitored metric per epoch, from the fit run's
   ``metrics.csv``), and with segmentation ``patient_dice.png`` and ``slices.png`` (the best, median and worst

@@ -15,10 +15,17 @@ _ORDER = ("dice", "iou", "acc", "f1", "auroc", "loss", "loss_seg", "loss_cls")
 _PER_CLASS = ("precision", "recall", "f1", "f2")
 
 
-def format_metrics(metrics: dict[str, float], title: str, run_dir: Path, class_slugs: list[str] | None = None) -> str:
+def format_metrics(
+    metrics: dict[str, float | None], title: str, run_dir: Path, class_slugs: list[str] | None = None
+) -> str:
     """The metrics of a split as one table: overall values (4 significant digits, the main ones first), then
-    one row per class for the per-class values logged as ``<metric>_<class>``."""
-    per_class: dict[str, dict[str, float]] = {}
+    one row per class for the per-class values logged as ``<metric>_<class>``. A value that the data leaves
+    undefined (``None``, or NaN) is printed ``n/a``, as in ``report.md``."""
+
+    def cell(value: float | None) -> str:
+        return "n/a" if value is None or value != value else f"{value:.4g}"
+
+    per_class: dict[str, dict[str, float | None]] = {}
     for slug in class_slugs or []:
         values = {m: metrics[f"{m}_{slug}"] for m in _PER_CLASS if f"{m}_{slug}" in metrics}
         if values:
@@ -26,11 +33,11 @@ def format_metrics(metrics: dict[str, float], title: str, run_dir: Path, class_s
     taken = {f"{m}_{slug}" for slug, values in per_class.items() for m in values}
     overall = [k for k in _ORDER if k in metrics] + sorted(k for k in metrics if k not in _ORDER and k not in taken)
     width = max([len(k) for k in overall] + [len(c) for c in per_class] + [6])
-    lines = [f"{title}:", *(f"  {k:<{width}}  {metrics[k]:.4g}" for k in overall)]
+    lines = [f"{title}:", *(f"  {k:<{width}}  {cell(metrics[k])}" for k in overall)]
     if per_class:
         lines.append(f"  {'class':<{width}}" + "".join(f"  {m:>9}" for m in _PER_CLASS))
         for slug, values in per_class.items():
-            cells = "".join(f"  {values[m]:>9.4g}" if m in values else f"  {'':>9}" for m in _PER_CLASS)
+            cells = "".join(f"  {cell(values[m]):>9}" if m in values else f"  {'':>9}" for m in _PER_CLASS)
             lines.append(f"  {slug:<{width}}{cells}")
     lines.append(f"run folder: {run_dir}")
     return "\n".join(lines)

@@ -23,7 +23,7 @@ def add_parser(sub) -> None:
     report = sub.add_parser(
         "report",
         help="write a run's metrics.json, figures and report.md, recomputed from its predictions.csv",
-        description="Recompute a run's metrics from its predictions.csv with scikit-learn (overall, per class, "
+        description="Recompute a run's metrics from its predictions.csv as the test logged them (overall, per class, "
         "confusion matrix, per patient for segmentation) and draw its figures (confusion matrix, ROC and "
         "precision-recall curves, training curves, per-patient Dice, best/median/worst slices) into the run "
         "folder, with report.md. A folder without predictions.csv gets one from `tumorlab predict` first.",
