@@ -31,7 +31,7 @@ from tumorlab.cli.config import (
 )
 from tumorlab.cli.messages import command_options, one_line, report_error
 from tumorlab.cli.quiet import quiet_known_noise
-from tumorlab.cli.records import FitRecord
+from tumorlab.cli.records import FitRecord, write_fit_record, write_start_record
 from tumorlab.cli.transfer import complete_transfer, weights_from_checkpoint
 from tumorlab.errors import ConfigError
 from tumorlab.links import apply_normalization, check_explicit_links, fix_null_strings, link_net_args
@@ -43,7 +43,6 @@ from tumorlab.runs.folders import (
     find_checkpoint,
     find_resume_checkpoint,
     new_run_dir,
-    run_info,
     update_run_json,
 )
 from tumorlab.runs.predictions import format_metrics, gather_rows, prediction_rows, write_predictions
@@ -267,34 +266,8 @@ class TumorlabCLI(LightningCLI):
                 )
                 callback.save_last = False
         if self.trainer.is_global_zero:
-            counts = getattr(self.model, "parameter_counts", None)
-            update_run_json(
-                self.run_dir,
-                **run_info(self.subcommand, self.argv),
-                parameters=counts() if callable(counts) else None,
-                preprocessing=self._preprocessing(normalization),
-            )
-            resumed = self.config[self.subcommand].get("ckpt_path") if self.subcommand == "fit" else None
-            if resumed:
-                update_run_json(self.run_dir, resumed_from=resumed)
-            if self.subcommand != "fit" and cfg.get("ckpt_path"):
-                update_run_json(
-                    self.run_dir, tested=str(self.tested) if self.tested else None, checkpoint=cfg.ckpt_path
-                )
-            if self.tested is not None:
-                from tumorlab.runs.crossdata import evaluation_record
-
-                update_run_json(self.run_dir, **evaluation_record(self.tested, cfg.as_dict(), self.datamodule, mapping))
+            write_start_record(self, cfg, normalization, mapping)
             self._wandb_hint()
-
-    def _preprocessing(self, normalization: dict | None) -> dict:
-        """What the network is fed, for run.json: size, channels, normalisation and its source."""
-        dm = self.datamodule
-        return {
-            "image_size": getattr(dm, "image_size", None),
-            "channels": getattr(dm, "channels", None),
-            "normalization": normalization,
-        }
 
     @rank_zero_only
     def _wandb_hint(self) -> None:
@@ -310,23 +283,7 @@ class TumorlabCLI(LightningCLI):
         ckpt = next((cb for cb in self.trainer.checkpoint_callbacks if is_monitored_checkpoint(cb)), None)
         best = getattr(ckpt, "best_model_path", "") or None
         if self.trainer.is_global_zero:
-            from tumorlab.evaluation.nearcopies import write_train_hashes
-
-            # what a later test on other data compares its images with, and the model's class names
-            hashes = write_train_hashes(self.datamodule, self.run_dir)
-            names = getattr(self.datamodule, "class_names", None)
-            update_run_json(self.run_dir, class_names=names, train_hashes=str(hashes) if hashes else None)
-            score = getattr(ckpt, "best_model_score", None)
-            update_run_json(
-                self.run_dir,
-                best_checkpoint=best,
-                best_score={getattr(ckpt, "monitor", None): float(score)} if score is not None else None,
-                epochs=self.trainer.current_epoch,
-                train_time_s=getattr(self.model, "train_time_s", None),
-                final_val_metrics={
-                    k[4:]: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")
-                },
-            )
+            write_fit_record(self, ckpt, best)
             note = best or "none (no monitored checkpoint: test_after_fit tests the final weights)"
             print(f"run folder: {self.run_dir}\nbest checkpoint: {note}")
         if self.config[self.subcommand].run.test_after_fit:
