@@ -184,14 +184,13 @@ def _rgb(display: np.ndarray) -> np.ndarray:
 
 def draw_overlay(item: CamItem, cam: np.ndarray, title: str, path: Path) -> Path:
     """Save the image beside the CAM over it (jet colour map), with ``title`` above; return ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
+    from tumorlab.evaluation.figures import new_figure
+
     image = _rgb(item.display)
-    fig, axes = plt.subplots(1, 2, figsize=(6.4, 3.6))
+    fig = new_figure(figsize=(6.4, 3.6))
+    axes = fig.subplots(1, 2)
     axes[0].imshow(image)
     axes[0].set_title("image", fontsize=9)
     axes[1].imshow(show_cam_on_image(image, cam, use_rgb=True))
@@ -203,7 +202,6 @@ def draw_overlay(item: CamItem, cam: np.ndarray, title: str, path: Path) -> Path
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 
