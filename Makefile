@@ -4,6 +4,7 @@
 #   make test   install the dev and weights extras into the same environment and run the test suite
 #   make test-fast   the same without the tests marked slow
 #   make bench  every benchmark script in benchmarks/ in its full mode (1.5-2 h; run it on an idle machine)
+#   make docs-check   run the docs' shell blocks marked <!-- docs-check --> on phantoms (tools/docs_check.py)
 #   make results   every study's numbers on the real data (TUMORLAB_REAL_DATA) into docs/results.md (~2 h)
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -17,7 +18,7 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check
 DEMO_DATA ?= data/synth/lgg
 PYTEST_ARGS ?=
 
-.PHONY: install dev demo test test-fast lint clean bench results
+.PHONY: install dev demo test test-fast lint clean bench results docs-check
 
 install: $(BIN)/.tumorlab-installed
 dev: $(BIN)/.tumorlab-dev-installed
@@ -81,6 +82,12 @@ bench: $(BIN)/.tumorlab-installed $(DEMO_DATA)/kaggle_3m/data.csv
 # commands, into docs/results.md (runs under runs/results/; one stage again: benchmarks/results.py --stages ...).
 results: $(BIN)/.tumorlab-installed
 	TUMORLAB_REAL_DATA=$(REAL_DATA) $(BIN)/python benchmarks/results.py --docs docs/results.md
+
+# Every docs block marked <!-- docs-check --> (README.md, docs/*.md), each in a fresh folder with phantom data;
+# one line per block, a failing one named by file:line with its output's tail. DOCS_CHECK_ARGS: e.g. --list.
+DOCS_CHECK_ARGS ?=
+docs-check: $(BIN)/.tumorlab-dev-installed
+	$(BIN)/python tools/docs_check.py $(DOCS_CHECK_ARGS)
 
 lint: $(BIN)/.tumorlab-dev-installed
 	$(BIN)/ruff check tumorlab tests benchmarks

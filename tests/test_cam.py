@@ -243,3 +243,47 @@ def test_cam_explains_a_vit_on_class_folders(folders_phantom, tmp_path, cli):
     assert rows[0]["true_class"] == "glioma" and len(rows) >= 2  # an untrained ViT gets most test images wrong
     result = cli("cam", "--ckpt_path", str(run), "--out", str(out), "--score")
     assert result.returncode == 2 and "tumour masks" in result.stderr
+
+
+def test_an_lgg_slice_from_elsewhere_is_titled_with_its_mask_beside_it(
+    quick_run, lgg_phantom, tmp_path, cli, monkeypatch
+):
+    """A slice outside the run's data: its ``_mask.tif`` beside it gives the true class and the per-image scores."""
+    import shutil
+
+    from tumorlab.evaluation import cam as cam_module
+    from tumorlab.evaluation.localisation import localisation_scores
+
+    mask_file = next(m for m in sorted(lgg_phantom.glob("kaggle_3m/*/*_mask.tif")) if _has_tumour(m))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    image = elsewhere / mask_file.name.replace("_mask", "")
+    shutil.copy(mask_file.with_name(image.name), image)
+    shutil.copy(mask_file, elsewhere / mask_file.name)
+    lonely = tmp_path / "lonely" / image.name  # the same slice without its mask
+    lonely.parent.mkdir()
+    shutil.copy(image, lonely)
+    titles = []
+    draw = cam_module.draw_overlay
+    monkeypatch.setattr(
+        cam_module, "draw_overlay", lambda item, c, title, path: (titles.append(title), draw(item, c, title, path))[1]
+    )
+    out = tmp_path / "cam"
+    result = cli("cam", "--ckpt_path", str(quick_run), "--images", str(image), str(lonely), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    with open(out / "cams.csv") as f:
+        with_mask, without = list(csv.DictReader(f))
+    predicted = with_mask["predicted_class"]
+    assert with_mask["true_class"] == "tumour" and with_mask["explained_class"] == predicted
+    assert f"true: tumour, predicted: {predicted}" in titles[0] and f"explains: {predicted} (predicted)" in titles[0]
+    assert without["true_class"] == "unknown" and without["pointing_game"] == "" and "true: unknown" in titles[1]
+    assert f"explains {predicted} (predicted); pointing game" in result.stdout
+    # the scores recomputed: the CAM of the true class (tumour) against the mask prepared as the run fed it
+    task, _ = load_run(quick_run)
+    spec, mean, std = run_preprocessing(quick_run)
+    item = load_item(image, spec, mean, std)
+    assert item.label == 1 and item.mask is not None and item.mask.any()
+    (cam,) = compute_cams(cam_extractor(task.net), item.tensor[None], [1])
+    expected = localisation_scores(cam, item.mask)
+    for key in ("pointing_game", "iou_top", "energy_share"):
+        assert float(with_mask[key]) == pytest.approx(expected[key], abs=1e-3)

@@ -10,7 +10,8 @@ import pytest
 from tests.conftest import REPO
 
 _PROBE = """
-import logging, warnings, cv2
+import logging, warnings, cv2, matplotlib
+matplotlib.use("pdf")  # a backend of the user's (a notebook's inline one, say): tumorlab must leave it
 # the libraries tumorlab builds on add filters of their own on import: load them first
 import torch, lightning.pytorch, timm, segmentation_models_pytorch, albumentations
 import scipy.ndimage, sklearn.model_selection
@@ -23,6 +24,10 @@ import tumorlab.runs.predictions, tumorlab.runs.config, tumorlab.cli.messages, t
 after = (list(warnings.filters), cv2.utils.logging.getLogLevel(),
          list(logging.getLogger("lightning.pytorch.utilities.rank_zero").filters))
 assert before == after, (set(map(str, after[0])) - set(map(str, before[0])), before[1:], after[1:])
+from tumorlab.evaluation.figures import plot_confusion
+import tempfile, pathlib
+plot_confusion([[1, 0], [0, 1]], ["a", "b"], pathlib.Path(tempfile.mkdtemp()) / "c.png")
+assert matplotlib.get_backend() == "pdf", matplotlib.get_backend()
 from tumorlab.cli.quiet import quiet_known_noise
 quiet_known_noise()
 assert cv2.utils.logging.getLogLevel() == cv2.utils.logging.LOG_LEVEL_SILENT

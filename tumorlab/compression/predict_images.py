@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import glob
-import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -25,15 +24,12 @@ import cv2
 import numpy as np
 
 from tumorlab.errors import ConfigError, DataError, TumorlabError
+from tumorlab.runs.predictions import prob_column  # the one column rule of every predictions.csv
 
 # = tumorlab.data.io.IMAGE_SUFFIXES; importing tumorlab.data would import torch, which --onnx must not need
 IMAGE_SUFFIXES = (".tif", ".tiff", ".jpg", ".jpeg", ".png", ".bmp")
 
 __all__ = ["IMAGE_SUFFIXES", "collect_images", "predict_images", "preprocess", "read_rgb"]
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^0-9A-Za-z_]+", "_", name).strip("_") or "class"  # as tumorlab.tasks.mixins.class_slug
 
 
 def _is_image(path: Path) -> bool:
@@ -258,7 +254,7 @@ def _predict_batch(model, files: list[Path], start: int, folder: Path, masks: bo
         probs, mask_logits, names = _probabilities(model.meta, model(np.stack(inputs)))
         for j, i in enumerate(ok):
             row = {"file": str(files[i]), "predicted_class": names[int(probs[j].argmax())]}
-            row |= {f"prob_{_slug(n)}": float(p) for n, p in zip(names, probs[j], strict=True)}
+            row |= {prob_column(n): float(p) for n, p in zip(names, probs[j], strict=True)}
             if mask_logits is not None:
                 row["tumour_pixels"] = int((mask_logits[j] > 0).sum())
                 if masks:

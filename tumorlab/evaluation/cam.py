@@ -4,15 +4,16 @@
 ``config.yaml`` and best checkpoint (``tumorlab.runs.load.load_run``), prepares each image exactly as
 the run was trained (size, channels, brain crop and normalisation from ``run.json``'s ``preprocessing`` and the
 config, through the data layer's ``read_image`` / ``prepare`` / ``build_transforms``), and writes one overlay PNG
-per image: the image,
-the CAM over it, the true class (where the image belongs to the run's data) and the predicted class with its
-probability. ``--misclassified`` adds the test images the model gets wrong; ``--score`` averages the
+per image: the image, the CAM over it, the true class (where the image belongs to the run's data, or an LGG slice
+has its ``<case>_<n>_mask.tif`` beside it), the predicted class with its probability and the class the CAM
+explains. ``--misclassified`` adds the test images the model gets wrong; ``--score`` averages the
 ``localisation`` scores over the tumour slices of the test split (data with masks) into ``localisation.json``.
 
 The CAM hooks each network's ``cam_layer`` (a ViT's: that block's ``norm1``, see ``cam_target_layer``) with
 ``reshape_transform=net.cam_reshape`` (ViT tokens to patch maps); ``ClassLogits`` makes the multi-task U-Net's
-``class_logits`` the explained output. Overlays explain the predicted class; the localisation scores explain
-the true class (the tumour), since the question there is whether the evidence for "tumour" lies on the tumour.
+``class_logits`` the explained output. Overlays explain the predicted class (and say so); the localisation scores
+explain the true class (the tumour), since the question there is whether the evidence for "tumour" lies on the
+tumour: with ``--score`` over the test split, and for each ``--images`` slice with a tumour mask in ``cams.csv``.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ __all__ = [
     "cam_target_layer",
     "compute_cams",
     "draw_overlay",
+    "mask_beside",
     "explain",
     "format_explanation",
     "run_preprocessing",
@@ -81,16 +83,31 @@ class CamItem:
     path: Path
 
 
-def load_item(path: str | Path, spec: DecodeSpec, mean: list[float], std: list[float], sample: Sample | None = None):
-    """A ``CamItem`` of an image file; ``sample`` (the run's own record of it) adds the true class and mask."""
+def mask_beside(path: str | Path) -> Path | None:
+    """The LGG mask of a slice outside the run's data: ``<case>_<n>_mask.tif`` (or ``.tiff``) beside
+    ``<case>_<n>.tif``, if it is there."""
     path = Path(path)
-    full_mask = read_mask(sample.mask) if sample is not None and sample.mask is not None else None
+    if path.stem.lower().endswith("_mask") or path.suffix.lower() not in (".tif", ".tiff"):
+        return None
+    return next((m for m in (path.with_name(f"{path.stem}_mask{x}") for x in (".tif", ".tiff")) if m.is_file()), None)
+
+
+def load_item(
+    path: str | Path, spec: DecodeSpec, mean: list[float], std: list[float], sample: Sample | None = None,
+    tumour_classes: bool = True,
+) -> CamItem:  # fmt: skip
+    """A ``CamItem`` of an image file; ``sample`` (the run's own record of it) adds the true class and mask, else
+    an LGG mask beside the slice (``mask_beside``) adds the mask and, where the classes are ``no_tumour, tumour``
+    (``tumour_classes``), the true class."""
+    path = Path(path)
+    mask_file = sample.mask if sample is not None else mask_beside(path)
+    full_mask = read_mask(mask_file) if mask_file is not None else None
     display, mask = prepare(read_image(path), full_mask, spec)
     tensor = build_transforms(False, None, mean, std)(image=display)["image"]
     label = None
     if sample is not None and sample.label >= 0:
         label = sample.label
-    elif full_mask is not None:
+    elif full_mask is not None and (sample is not None or tumour_classes):
         label = int(full_mask.any())  # LGG: tumour where the full-size mask has any tumour pixel, as the data layer
     return CamItem(tensor, display, mask, label, path)
 
@@ -184,14 +201,13 @@ def _rgb(display: np.ndarray) -> np.ndarray:
 
 def draw_overlay(item: CamItem, cam: np.ndarray, title: str, path: Path) -> Path:
     """Save the image beside the CAM over it (jet colour map), with ``title`` above; return ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
+    from tumorlab.evaluation.figures import new_figure
+
     image = _rgb(item.display)
-    fig, axes = plt.subplots(1, 2, figsize=(6.4, 3.6))
+    fig = new_figure(figsize=(6.4, 3.6))
+    axes = fig.subplots(1, 2)
     axes[0].imshow(image)
     axes[0].set_title("image", fontsize=9)
     axes[1].imshow(show_cam_on_image(image, cam, use_rgb=True))
@@ -203,7 +219,6 @@ def draw_overlay(item: CamItem, cam: np.ndarray, title: str, path: Path) -> Path
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 
@@ -227,20 +242,39 @@ def _test_samples(datamodule) -> list[Sample]:
     return [datamodule.store.samples[i] for i in ds.indices]
 
 
-def _overlays(net, extractor, items: list[CamItem], names: list[str], out: Path, batch_size: int) -> list[dict]:
+SCORE_COLUMNS = ("pointing_game", "iou_top", "energy_share")  # per overlay, of the true class's CAM
+
+
+def _overlays(net, extractor, items: list[CamItem], names: list[str], out: Path, batch_size: int,
+              tolerance: float = DEFAULT_TOLERANCE, top: float = DEFAULT_TOP) -> list[dict]:  # fmt: skip
     rows = []
     for batch in _batches(items, batch_size):
         images = torch.stack([it.tensor for it in batch])
         probs = predict(net, images)
         predicted = probs.argmax(dim=1).tolist()
         cams = compute_cams(extractor, images, predicted)
-        for item, cam, pred, p in zip(batch, cams, predicted, probs.tolist(), strict=True):
+        scores = _item_scores(extractor, batch, tolerance, top)
+        for item, cam, pred, p, score in zip(batch, cams, predicted, probs.tolist(), scores, strict=True):
             true = names[item.label] if item.label is not None else "unknown"
-            title = f"{item.path.name}\ntrue: {true}, predicted: {names[pred]} (p = {p[pred]:.2f})"
+            title = (f"{item.path.name}\ntrue: {true}, predicted: {names[pred]} (p = {p[pred]:.2f})\n"
+                     f"explains: {names[pred]} (predicted)")  # fmt: skip
             png = draw_overlay(item, cam, title, out / f"{len(rows):03d}_{_png_stem(item.path)}.png")
             rows.append({"file": str(item.path), "true_class": true, "predicted_class": names[pred],
-                         "probability": round(p[pred], 4), "overlay": png.name})  # fmt: skip
+                         "probability": round(p[pred], 4), "explained_class": names[pred], "overlay": png.name,
+                         **score})  # fmt: skip
     return rows
+
+
+def _item_scores(extractor, batch: list[CamItem], tolerance: float, top: float) -> list[dict]:
+    """``SCORE_COLUMNS`` of each item with a tumour mask and a true class (the CAM of that class), else empty."""
+    scored = [k for k, it in enumerate(batch) if it.mask is not None and it.mask.any() and it.label is not None]
+    out = [dict.fromkeys(SCORE_COLUMNS, "") for _ in batch]
+    if scored:
+        cams = compute_cams(extractor, torch.stack([batch[k].tensor for k in scored]), [batch[k].label for k in scored])
+        for k, cam in zip(scored, cams, strict=True):
+            values = localisation_scores(cam, batch[k].mask, tolerance, top)
+            out[k] = {c: round(float(values[c]), 4) for c in SCORE_COLUMNS}
+    return out
 
 
 def _misclassified(net, items: list[CamItem], batch_size: int) -> list[CamItem]:
@@ -275,7 +309,8 @@ def _write_csv(rows: list[dict], path: Path) -> None:
         writer.writerows(rows)
 
 
-def _items(paths: list[str], datamodule, spec: DecodeSpec, mean: list[float], std: list[float]) -> list[CamItem]:
+def _items(paths: list[str], datamodule, spec: DecodeSpec, mean: list[float], std: list[float],
+           tumour_classes: bool = True) -> list[CamItem]:  # fmt: skip
     if hasattr(datamodule, "grid_of"):  # volumes: slices are named as in predictions.csv, <file>#<axis>=<k>
         datamodule.setup("test")
         where = {str(s.image): i for i, s in enumerate(datamodule.samples)}
@@ -288,7 +323,7 @@ def _items(paths: list[str], datamodule, spec: DecodeSpec, mean: list[float], st
     for path in paths:
         if not Path(path).is_file():
             raise DataError(f"--images {path}: no such file")
-        items.append(load_item(path, spec, mean, std, known.get(Path(path).resolve())))
+        items.append(load_item(path, spec, mean, std, known.get(Path(path).resolve()), tumour_classes))
     return items
 
 
@@ -320,7 +355,7 @@ def explain(
     if getattr(net, "tta", None):  # the hooks see one forward pass per layer: explain the untransformed images only
         net.tta = ()
     names = list(getattr(datamodule, "class_names", None) or [str(i) for i in range(net.num_classes)])
-    items = _items(list(images or []), datamodule, spec, mean, std)
+    items = _items(list(images or []), datamodule, spec, mean, std, names == ["no_tumour", "tumour"])
     test = _test_items(datamodule, spec, mean, std) if misclassified or score else []
     if score and not any(it.mask is not None for it in test):
         raise DataError(f"--score needs data with tumour masks; the run's data ({type(datamodule).__name__}) has none")
@@ -329,7 +364,7 @@ def explain(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     extractor = cam_extractor(net, method)
-    rows = _overlays(net, extractor, items, names, out, batch_size)
+    rows = _overlays(net, extractor, items, names, out, batch_size, tolerance, top)
     if rows:
         _write_csv(rows, out / "cams.csv")
     result = None
@@ -345,8 +380,10 @@ def explain(
 
 def format_explanation(result: dict, out: str | Path) -> str:
     """What ``tumorlab cam`` prints: one line per overlay, then the localisation means (with ``--score``)."""
+    scored = "; pointing game {pointing_game}, energy share {energy_share}"
     lines = [
-        f"{r['overlay']}: true {r['true_class']}, predicted {r['predicted_class']} (p = {r['probability']})"
+        f"{r['overlay']}: true {r['true_class']}, predicted {r['predicted_class']} (p = {r['probability']}), "
+        f"explains {r['explained_class']} (predicted)" + (scored.format(**r) if r["pointing_game"] != "" else "")
         for r in result["overlays"]
     ]
     lines.append(f"{len(result['overlays'])} overlays in {out}")

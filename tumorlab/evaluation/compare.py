@@ -183,18 +183,17 @@ def _write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
 
 def _plot(rows: list[dict[str, Any]], path: Path) -> Path | None:
     """Grouped bars of the test metrics that at least one run has, one group per run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    from tumorlab.evaluation.figures import new_figure
 
     shown = [
         f"test/{m}" for m in ("acc", "f1", "auroc", "dice_volume") if any(r.get(f"test/{m}") is not None for r in rows)
     ]
     if not shown:
         return None
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(rows) * len(shown) / 2 + 2), 4.2), dpi=110)
+    fig = new_figure(figsize=(max(6.0, 1.3 * len(rows) * len(shown) / 2 + 2), 4.2), dpi=110)
+    ax = fig.subplots()
     x, width = np.arange(len(rows)), 0.8 / len(shown)
     for k, metric in enumerate(shown):
         values = [r.get(metric) if r.get(metric) is not None else np.nan for r in rows]  # missing: no bar
@@ -211,7 +210,6 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> Path | None:
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 

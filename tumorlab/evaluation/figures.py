@@ -1,4 +1,4 @@
-"""The figures of a run report (PNG, matplotlib's Agg backend): confusion matrix, ROC and precision-recall
+"""The figures of a run report (PNG): confusion matrix, ROC and precision-recall
 curves, per-patient Dice and the best, median and worst test slices with their mask outlines."""
 
 from __future__ import annotations
@@ -8,25 +8,24 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["plot_confusion", "plot_patient_dice", "plot_roc_pr", "plot_slices"]
+__all__ = ["new_figure", "plot_confusion", "plot_patient_dice", "plot_roc_pr", "plot_slices"]
 
 
-def _pyplot():
-    import matplotlib
+def new_figure(**kwargs):
+    """A ``matplotlib.figure.Figure`` (``figsize``, ``dpi`` ...) outside pyplot: saving it as PNG uses the Agg
+    renderer of its own, so drawing neither needs nor changes the process's backend (a notebook's stays)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(**kwargs)
 
 
 def plot_confusion(matrix: list[list[int]], names: list[str], path: Path) -> Path:
     """Counts (left) and row-normalised shares (right; each true class sums to 1)."""
-    plt = _pyplot()
     counts = np.asarray(matrix, dtype=float)
     share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     side = 1.2 * len(names) + 2
-    fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1, side), dpi=110)
+    fig = new_figure(figsize=(2 * side + 1, side), dpi=110)
+    axes = fig.subplots(1, 2)
     for ax, values, title, fmt in (
         (axes[0], counts, "counts", lambda v: f"{int(v)}"),
         (axes[1], share, "row-normalised (recall per class)", lambda v: f"{v:.2f}"),
@@ -45,7 +44,6 @@ def plot_confusion(matrix: list[list[int]], names: list[str], path: Path) -> Pat
     fig.suptitle(f"confusion matrix ({int(counts.sum())} samples)")
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 
@@ -54,8 +52,8 @@ def plot_roc_pr(y_true: np.ndarray, probs: np.ndarray, names: list[str], path: P
     (right), one line per class; a class without positives or negatives is named in the legend as undefined."""
     from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
-    plt = _pyplot()
-    fig, (roc_ax, pr_ax) = plt.subplots(1, 2, figsize=(10, 4.2), dpi=110)
+    fig = new_figure(figsize=(10, 4.2), dpi=110)
+    roc_ax, pr_ax = fig.subplots(1, 2)
     roc_ax.plot([0, 1], [0, 1], ":", color="grey", linewidth=1)
     for c, name in enumerate(names):
         y = (y_true == c).astype(int)
@@ -80,14 +78,12 @@ def plot_roc_pr(y_true: np.ndarray, probs: np.ndarray, names: list[str], path: P
         ax.legend(fontsize=8, loc="lower right" if ax is roc_ax else "lower left")
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 
 def plot_patient_dice(patients: dict[str, dict[str, Any]], path: Path) -> Path:
     """Per-patient Dice as a box plot with one dot per patient: the volume Dice where predictions.csv has the
     pixel counts, and the mean slice Dice (all slices; tumour slices)."""
-    plt = _pyplot()
     groups = {
         "volume Dice": [v["dice"] for v in patients.values() if v.get("dice") is not None],
         "mean slice Dice": [v["mean_slice_dice"] for v in patients.values()],
@@ -96,7 +92,8 @@ def plot_patient_dice(patients: dict[str, dict[str, Any]], path: Path) -> Path:
         ],
     }
     groups = {k: v for k, v in groups.items() if v}
-    fig, ax = plt.subplots(figsize=(2.2 * len(groups) + 2, 4), dpi=110)
+    fig = new_figure(figsize=(2.2 * len(groups) + 2, 4), dpi=110)
+    ax = fig.subplots()
     ax.boxplot(list(groups.values()), showfliers=False)
     ax.set_xticks(range(1, len(groups) + 1), list(groups))
     jitter = np.random.default_rng(0)
@@ -108,7 +105,6 @@ def plot_patient_dice(patients: dict[str, dict[str, Any]], path: Path) -> Path:
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 
@@ -117,8 +113,8 @@ def plot_slices(slices: list[dict[str, Any]], path: Path) -> Path:
 
     Each entry holds ``title``, ``image`` (2-D array), ``true`` and ``pred`` (2-D boolean masks).
     """
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(slices), figsize=(3.4 * len(slices), 3.8), dpi=110, squeeze=False)
+    fig = new_figure(figsize=(3.4 * len(slices), 3.8), dpi=110)
+    axes = fig.subplots(1, len(slices), squeeze=False)
     for ax, item in zip(axes[0], slices, strict=True):
         ax.imshow(item["image"], cmap="gray")
         for mask, colour in ((item["true"], "lime"), (item["pred"], "red")):
@@ -129,5 +125,4 @@ def plot_slices(slices: list[dict[str, Any]], path: Path) -> Path:
     fig.suptitle("FLAIR with true (green) and predicted (red) tumour outlines")
     fig.tight_layout(rect=(0, 0, 1, 0.93))  # room for the title above the two-line slice titles
     fig.savefig(path)
-    plt.close(fig)
     return path

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from tumorlab.errors import ConfigError, DataError
+from tumorlab.runs.predictions import prob_classes
 
 # Runs `tumorlab predict` with these arguments and returns its run folder. The CLI side passes one in
 # (tumorlab.cli.lightning.run_predict): evaluation never imports the CLI.
@@ -108,7 +109,7 @@ def read_predictions(path: str | Path) -> list[dict[str, str]]:
     """The rows of a ``predictions.csv`` (strings as written); ``DataError`` for an empty or headless file."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    if not rows or "true_class" not in rows[0] or not any(k.startswith("prob_") for k in rows[0]):
+    if not rows or "true_class" not in rows[0] or not prob_classes(rows[0]):
         raise DataError(f"{path}: no prediction rows with true_class and prob_<class> columns")
     return rows
 

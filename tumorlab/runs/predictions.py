@@ -7,7 +7,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["format_metrics", "gather_rows", "prediction_rows", "write_predictions"]
+__all__ = [
+    "PROB_PREFIX",
+    "format_metrics",
+    "gather_rows",
+    "prediction_rows",
+    "prob_classes",
+    "prob_column",
+    "write_predictions",
+]
+
+PROB_PREFIX = "prob_"
 
 _ORDER = ("dice", "iou", "acc", "f1", "auroc", "loss", "loss_seg", "loss_cls")
 
@@ -41,6 +51,20 @@ def format_metrics(
             lines.append(f"  {slug:<{width}}{cells}")
     lines.append(f"run folder: {run_dir}")
     return "\n".join(lines)
+
+
+def prob_column(class_name: object) -> str:
+    """The ``predictions.csv`` column of a class's probability: ``prob_`` and the class name exactly as
+    ``true_class`` and ``predicted_class`` write it (``prob_glioma``, ``prob_No Tumour``), so a reader finds the
+    class of a column without a second naming rule. The writers (``prediction_rows``: ``tumorlab predict``, ``test``,
+    ``ensemble``; ``tumorlab predict-images``) and ``runs.load.read_predictions`` (report, cv, ensemble) use this
+    and ``prob_classes``."""
+    return f"{PROB_PREFIX}{class_name}"
+
+
+def prob_classes(columns) -> list[str]:
+    """The class names of the ``prob_<class>`` columns among ``columns`` (a header or a row), in their order."""
+    return [c[len(PROB_PREFIX) :] for c in columns if c.startswith(PROB_PREFIX)]
 
 
 def prediction_rows(batches: list[dict], class_names: list[str] | None = None) -> list[dict]:
@@ -79,7 +103,7 @@ def prediction_rows(batches: list[dict], class_names: list[str] | None = None) -
                 "split": splits[i],
                 "true_class": names[labels[i]] if 0 <= labels[i] < width else "",
                 "predicted_class": names[top],
-                **{f"prob_{name}": value for name, value in zip(names, p, strict=True)},
+                **{prob_column(name): value for name, value in zip(names, p, strict=True)},
             }
             rows.append(row | {key: values[i] for key, values in extra.items()})
     return rows

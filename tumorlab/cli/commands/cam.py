@@ -26,7 +26,8 @@ def add_parser(sub) -> None:
         "cam",
         help="explain a run's predictions: Grad-CAM overlays and how well they point at the tumour",
         description="Draw class-activation maps (pytorch-grad-cam) of a trained run on images prepared exactly "
-        "as the run was trained, one PNG per image (image, CAM, true and predicted class with its probability). "
+        "as the run was trained, one PNG per image (image, CAM, true and predicted class with its probability, the "
+        "explained class: the predicted one); an LGG slice's true class comes from its _mask.tif beside it. "
         "--score measures on the test split's tumour slices (data with masks) whether the CAM of the tumour "
         "class points at the tumour.",
     )
