@@ -90,7 +90,7 @@ docs-check: $(BIN)/.tumorlab-dev-installed
 	$(BIN)/python tools/docs_check.py $(DOCS_CHECK_ARGS)
 
 lint: $(BIN)/.tumorlab-dev-installed
-	$(BIN)/ruff check tumorlab tests benchmarks
+	$(BIN)/ruff check tumorlab tests benchmarks tools
 
 clean:
 	rm -rf runs wandb .pytest_cache .ruff_cache

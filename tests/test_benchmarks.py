@@ -104,8 +104,8 @@ def test_demo_benchmark_quick(tmp_path):
     stdout, record = _quick("demo.py", tmp_path)
     (run,) = record["results"]
     assert run["wall_s"] > run["train_time_s"] >= 0  # the wall time holds start-up, fit and test
-    assert all(0 <= v <= 1 for v in run["test_metrics"].values())
-    assert "| fit + test wall (s) |" in stdout
+    assert all(v is None or 0 <= v <= 1 for v in run["test_metrics"].values())  # None: undefined on this data
+    assert run["test_metrics"]["acc"] is not None and "| fit + test wall (s) |" in stdout
 
 
 @pytest.mark.slow

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tumorlab.runs.predictions import prob_classes, prob_column
 from tumorlab.tasks.metrics import classification_metrics, confusion_matrix, per_class_metrics
 from tumorlab.tasks.mixins import class_slug
 
@@ -76,7 +77,7 @@ class Predictions:
 
 def parse_predictions(rows: list[dict[str, str]]) -> Predictions:
     """Arrays of the rows that have a known true class (see ``Predictions``)."""
-    names = [k[len("prob_") :] for k in rows[0] if k.startswith("prob_")]
+    names = prob_classes(rows[0])
     labelled = [r for r in rows if r.get("true_class") in names]
     has_dice = "dice" in rows[0] and all(r.get("dice") not in (None, "") for r in labelled)
     has_pixels = has_dice and all(
@@ -86,7 +87,9 @@ def parse_predictions(rows: list[dict[str, str]]) -> Predictions:
         names=names,
         y_true=np.array([names.index(r["true_class"]) for r in labelled], dtype=int),
         y_pred=np.array([names.index(r["predicted_class"]) for r in labelled], dtype=int),
-        probs=np.array([[float(r[f"prob_{n}"]) for n in names] for r in labelled], dtype=float).reshape(-1, len(names)),
+        probs=np.array([[float(r[prob_column(n)]) for n in names] for r in labelled], dtype=float).reshape(
+            -1, len(names)
+        ),
         patients=[r.get("patient", "") for r in labelled],
         dice=np.array([float(r["dice"]) for r in labelled]) if has_dice else None,
         unlabelled=len(rows) - len(labelled),
