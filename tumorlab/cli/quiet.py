@@ -6,8 +6,10 @@ another project leaves that project's warnings and logging as they were.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
+from collections.abc import Iterator
 
 __all__ = ["quiet_known_noise", "quiet_trainers"]
 
@@ -52,8 +54,18 @@ def quiet_known_noise() -> None:
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 
-def quiet_trainers() -> None:
-    """The prune/bench/export/predict-images commands build Trainers of their own: keep their info lines out."""
+@contextlib.contextmanager
+def quiet_trainers() -> Iterator[None]:
+    """The prune/bench/export/predict-images commands build Trainers of their own: keep their info lines out while
+    the command runs (as a decorator of the command), and give the loggers their levels back after it."""
     quiet_known_noise()
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-    logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
+    names = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.seed")
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)

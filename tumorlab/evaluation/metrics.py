@@ -99,6 +99,11 @@ def parse_predictions(rows: list[dict[str, str]]) -> Predictions:
     )
 
 
+# The rows of a predictions.csv are already whole, and under DDP only rank zero scores them: a synchronising compute
+# would wait for processes that never call it.
+_LOCAL = {"sync_on_compute": False}
+
+
 def _quiet(compute):
     """``compute()`` without torchmetrics' warnings about undefined cases (``undefined`` names them)."""
     with warnings.catch_warnings():
@@ -149,16 +154,16 @@ def _scores(p: Predictions) -> tuple[dict[str, float], dict[str, np.ndarray], np
     preds = torch.as_tensor(p.y_pred, dtype=torch.long)
     probs = torch.as_tensor(p.probs, dtype=torch.float32)
     overall = {}
-    for name, metric in classification_metrics(c).items():
+    for name, metric in classification_metrics(c, **_LOCAL).items():
         metric.update((probs[:, 1] if c == 2 else probs) if name == "auroc" else preds, target)
         overall[name] = float(_quiet(metric.compute))
-    per_class = per_class_metrics(c)
+    per_class = per_class_metrics(c, **_LOCAL)
     per_class.update(preds, target)
     vectors = {k: v.double().numpy() for k, v in _quiet(per_class.compute).items()}
-    auroc = MulticlassAUROC(c, average=None)
+    auroc = MulticlassAUROC(c, average=None, **_LOCAL)
     auroc.update(probs, target)
     vectors["auroc"] = _quiet(auroc.compute).double().numpy()
-    matrix = confusion_matrix(c)
+    matrix = confusion_matrix(c, **_LOCAL)
     matrix.update(preds, target)
     return overall, vectors, matrix.compute().long().numpy()
 

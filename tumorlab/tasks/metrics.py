@@ -10,6 +10,7 @@ from __future__ import annotations
 import warnings
 import zlib
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torchmetrics import Metric, MetricCollection
@@ -49,52 +50,53 @@ def monitor_mode(metric: str) -> str:
     return "min" if "loss" in metric.rsplit("/", 1)[-1] else "max"
 
 
-def classification_metrics(num_classes: int) -> MetricCollection:
+def classification_metrics(num_classes: int, **kw: Any) -> MetricCollection:
     """Accuracy, precision, recall, F1, F2 (F-beta, β = 2) and AUROC.
 
     Two classes use binary metrics of the positive class (class 1, e.g. tumour) on its probability; more
     classes use macro-averaged multiclass metrics (accuracy stays micro, i.e. the share correct).
 
     Inputs: probabilities ``(N,)`` for two classes or ``(N, C)`` for more, and integer targets ``(N,)``.
+    ``kw`` goes to every metric (``sync_on_compute=False``: scored in one process, e.g. a ``predictions.csv``).
     """
     if num_classes == 2:
         return MetricCollection(
             {
-                "acc": BinaryAccuracy(),
-                "precision": BinaryPrecision(),
-                "recall": BinaryRecall(),
-                "f1": BinaryF1Score(),
-                "f2": BinaryFBetaScore(beta=2.0),
-                "auroc": BinaryAUROC(),
+                "acc": BinaryAccuracy(**kw),
+                "precision": BinaryPrecision(**kw),
+                "recall": BinaryRecall(**kw),
+                "f1": BinaryF1Score(**kw),
+                "f2": BinaryFBetaScore(beta=2.0, **kw),
+                "auroc": BinaryAUROC(**kw),
             }
         )
     return MetricCollection(
         {
-            "acc": MulticlassAccuracy(num_classes, average="micro"),
-            "precision": MulticlassPrecision(num_classes, average="macro"),
-            "recall": MulticlassRecall(num_classes, average="macro"),
-            "f1": MulticlassF1Score(num_classes, average="macro"),
-            "f2": MulticlassFBetaScore(beta=2.0, num_classes=num_classes, average="macro"),
-            "auroc": MulticlassAUROC(num_classes, average="macro"),
+            "acc": MulticlassAccuracy(num_classes, average="micro", **kw),
+            "precision": MulticlassPrecision(num_classes, average="macro", **kw),
+            "recall": MulticlassRecall(num_classes, average="macro", **kw),
+            "f1": MulticlassF1Score(num_classes, average="macro", **kw),
+            "f2": MulticlassFBetaScore(beta=2.0, num_classes=num_classes, average="macro", **kw),
+            "auroc": MulticlassAUROC(num_classes, average="macro", **kw),
         }
     )
 
 
-def per_class_metrics(num_classes: int) -> MetricCollection:
+def per_class_metrics(num_classes: int, **kw: Any) -> MetricCollection:
     """Precision, recall, F1 and F2 of every class (vectors of length C). Inputs: ``(N, C)`` probabilities."""
     return MetricCollection(
         {
-            "precision": MulticlassPrecision(num_classes, average=None),
-            "recall": MulticlassRecall(num_classes, average=None),
-            "f1": MulticlassF1Score(num_classes, average=None),
-            "f2": MulticlassFBetaScore(beta=2.0, num_classes=num_classes, average=None),
+            "precision": MulticlassPrecision(num_classes, average=None, **kw),
+            "recall": MulticlassRecall(num_classes, average=None, **kw),
+            "f1": MulticlassF1Score(num_classes, average=None, **kw),
+            "f2": MulticlassFBetaScore(beta=2.0, num_classes=num_classes, average=None, **kw),
         }
     )
 
 
-def confusion_matrix(num_classes: int) -> MulticlassConfusionMatrix:
+def confusion_matrix(num_classes: int, **kw: Any) -> MulticlassConfusionMatrix:
     """Counts: rows are the true class, columns the predicted class. Inputs: ``(N, C)`` probabilities."""
-    return MulticlassConfusionMatrix(num_classes)
+    return MulticlassConfusionMatrix(num_classes, **kw)
 
 
 def segmentation_metrics() -> MetricCollection:

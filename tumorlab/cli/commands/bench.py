@@ -9,8 +9,8 @@ from tumorlab.cli.quiet import quiet_trainers
 __all__ = ["add_parser"]
 
 
+@quiet_trainers()
 def _bench_latency(ns: argparse.Namespace) -> int:
-    quiet_trainers()
     from tumorlab.compression.latency import bench_latency
 
     print(bench_latency(ns.ckpt_path, batch_sizes=ns.batch_sizes, n_threads=ns.threads, runs=ns.runs, onnx=ns.onnx))

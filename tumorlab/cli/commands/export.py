@@ -9,8 +9,8 @@ from tumorlab.cli.quiet import quiet_trainers
 __all__ = ["add_parser"]
 
 
+@quiet_trainers()
 def _export(ns: argparse.Namespace) -> int:
-    quiet_trainers()
     from tumorlab.compression.export import export_run
 
     path = export_run(ns.ckpt_path, out=ns.out, dynamic_batch=ns.dynamic_batch, opset=ns.opset, check=not ns.no_check)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 from tumorlab.cli.quiet import quiet_trainers
 from tumorlab.errors import TumorlabError
@@ -15,11 +16,10 @@ def _predict_images(ns: argparse.Namespace) -> int:
 
     if (ns.ckpt_path is None) == (ns.onnx is None):
         raise TumorlabError("predict-images needs exactly one of --ckpt_path RUN and --onnx FILE")
-    if ns.ckpt_path is not None:
-        quiet_trainers()
-    summary = predict_images(
-        ns.paths, ckpt_path=ns.ckpt_path, onnx=ns.onnx, out=ns.out, batch_size=ns.batch_size, masks=not ns.no_masks
-    )
+    with quiet_trainers() if ns.ckpt_path is not None else contextlib.nullcontext():
+        summary = predict_images(
+            ns.paths, ckpt_path=ns.ckpt_path, onnx=ns.onnx, out=ns.out, batch_size=ns.batch_size, masks=not ns.no_masks
+        )
     print(summary)
     return 0
 

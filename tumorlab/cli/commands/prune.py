@@ -9,8 +9,8 @@ from tumorlab.cli.quiet import quiet_trainers
 __all__ = ["add_parser"]
 
 
+@quiet_trainers()
 def _prune(ns: argparse.Namespace) -> int:
-    quiet_trainers()
     from tumorlab.compression.study import prune_run, summary
 
     out = prune_run(
