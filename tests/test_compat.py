@@ -59,6 +59,7 @@ def test_a_config_naming_old_class_paths_still_runs_through_the_cli(cli, tmp_pat
     assert "class_path: tumorlab.callbacks." not in result.stdout
 
 
+@pytest.mark.slow  # a pruning pass and a test: the alias table itself is checked in the quick tier
 def test_a_pruned_run_saved_under_the_old_class_path_still_loads_and_tests(cnn9_run, cli, tmp_path, monkeypatch):
     from tumorlab.compression.prune import channel_prune
     from tumorlab.compression.study import _save

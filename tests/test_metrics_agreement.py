@@ -25,6 +25,7 @@ def five_patients(real_data, tmp_path_factory):
     return root
 
 
+@pytest.mark.slow  # real data; the phantom agreement tests of test_report.py run in the quick tier
 @pytest.mark.parametrize(
     ("model", "logged"),
     [

@@ -248,21 +248,28 @@ def test_processes_of_one_launcher_job_share_a_run_folder(monkeypatch, tmp_path)
     assert not new_run_dir(tmp_path, "ddp", "fit").name.startswith("job-")
 
 
-@pytest.mark.slow
-def test_a_fault_in_one_ddp_process_stops_every_process_with_one_message(tmp_path, lgg_phantom):
-    """Rank 1 alone sees NaN images: both processes stop at the same step with rank 1's message, none hangs."""
-    args = ["--config", DEMO, "--config", DDP, "--data.root", str(lgg_phantom), *TINY, "--trainer.accelerator", "cpu",
+def _ddp_fit_with(tmp_path: Path, root: Path, callback: str, *extra: str):
+    """A 2-process CPU fit (gloo) of the tiny demo U-Net with the test callback ``callback`` (from tests/helpers.py)
+    into ``tmp_path/out/ddp``; it must fail, and within 200 s (a hang would run into the 240 s timeout)."""
+    args = ["--config", DEMO, "--config", DDP, "--data.root", str(root), *TINY, "--trainer.accelerator", "cpu",
             "--trainer.devices", "2", "--trainer.strategy.init_args.process_group_backend", "gloo",
-            "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "4", "--trainer.logger", "false",
-            "--trainer.callbacks+=tests.helpers.NaNImagesOnRank", "--run.root", "out"]  # fmt: skip
+            "--trainer.limit_train_batches", "4", "--trainer.logger", "false", f"--trainer.callbacks+={callback}",
+            "--run.root", "out", "--run.name", "ddp", *extra]  # fmt: skip
     env_path = os.environ.get("PYTHONPATH", "")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env_path) if p)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env_path) if p)  # tests.helpers importable
     try:
         start = time.monotonic()
         r = run_cli("fit", *args, cwd=tmp_path, timeout=240)
     finally:
         os.environ["PYTHONPATH"] = env_path
-    assert r.returncode != 0 and time.monotonic() - start < 200
+    assert r.returncode != 0 and time.monotonic() - start < 200, r.stderr[-3000:]
+    return r
+
+
+@pytest.mark.slow
+def test_a_fault_in_one_ddp_process_stops_every_process_with_one_message(tmp_path, lgg_phantom):
+    """Rank 1 alone sees NaN images: both processes stop at the same step with rank 1's message, none hangs."""
+    r = _ddp_fit_with(tmp_path, lgg_phantom, "tests.helpers.NaNImagesOnRank", "--trainer.max_epochs", "1")
     line = "tumorlab: error: process 1 of 2: training batch 1 of epoch 0 holds NaN or Inf pixel values (1 of 8 images"
     assert r.stderr.count(line) == 2, r.stderr[-3000:]  # each process prints the same one line
     assert "Traceback" not in r.stderr
@@ -272,18 +279,7 @@ def test_a_fault_in_one_ddp_process_stops_every_process_with_one_message(tmp_pat
 def test_ctrl_c_in_one_ddp_process_saves_and_stops_every_process_with_one_message(tmp_path, lgg_phantom):
     """Rank 1 alone gets SIGINT in batch 2: both processes finish that step, save last.ckpt together and stop
     with the same one line; none hangs in a collective call and none prints a traceback."""
-    args = ["--config", DEMO, "--config", DDP, "--data.root", str(lgg_phantom), *TINY, "--trainer.accelerator", "cpu",
-            "--trainer.devices", "2", "--trainer.strategy.init_args.process_group_backend", "gloo",
-            "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "4", "--trainer.logger", "false",
-            "--trainer.callbacks+=tests.helpers.SigintOnRank", "--run.root", "out", "--run.name", "ddp"]  # fmt: skip
-    env_path = os.environ.get("PYTHONPATH", "")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env_path) if p)
-    try:
-        start = time.monotonic()
-        r = run_cli("fit", *args, cwd=tmp_path, timeout=240)
-    finally:
-        os.environ["PYTHONPATH"] = env_path
-    assert r.returncode != 0 and time.monotonic() - start < 200
+    r = _ddp_fit_with(tmp_path, lgg_phantom, "tests.helpers.SigintOnRank", "--trainer.max_epochs", "2")
     # the two processes write to one stderr at once: find the message, then count it
     found = re.search(r"tumorlab: error: process 1 of 2 got Ctrl-C \(SIGINT\).*?_fit(?=tumorlab|\n|$)", r.stderr)
     assert found, r.stderr[-3000:]
