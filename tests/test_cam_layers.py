@@ -199,3 +199,13 @@ def test_a_layer_the_class_head_never_sees_is_refused_for_gradient_methods():
     with pytest.raises(ConfigError, match=r"net\.decoder\.blocks\.2: the class logits .* do not depend on it"):
         layer_shape(net, decoder, x)
     assert layer_shape(net, decoder, x, gradient=False) == [32, 32]  # Score-CAM needs no gradient
+
+
+@pytest.mark.parametrize("method", ["layercam", "hirescam"])
+def test_layercam_and_hirescam_give_maps_of_a_named_layer(method):
+    torch.manual_seed(0)
+    net = CNN9(width=4).eval()
+    x = torch.randn(2, 3, 32, 32)
+    cams = compute_cams(cam_extractor(net, method, "features.13"), x, [1, 1])
+    assert cams.shape == (2, 32, 32) and np.isfinite(cams).all() and cams.max() <= 1 + 1e-6
+    assert not np.allclose(cams, compute_cams(cam_extractor(net, "gradcam", "features.13"), x, [1, 1]))

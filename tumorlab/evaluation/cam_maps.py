@@ -3,8 +3,8 @@ point (the brain).
 
 - The layer: the network's ``cam_layer`` by default (``cam_target_layer``), or any module by its name as
   ``net.named_modules()`` gives it (``--layer``, ``resolve_layer``); ``layer_shape`` is its map's size.
-- The map: pytorch-grad-cam (Grad-CAM, Grad-CAM++, Score-CAM) of the class logits (``ClassLogits`` picks the
-  multi-task U-Net's ``class_logits``), scaled to [0, 1] per image by the library.
+- The map: pytorch-grad-cam (Grad-CAM, Grad-CAM++, Score-CAM, LayerCAM, HiResCAM) of the class logits
+  (``ClassLogits`` picks the multi-task U-Net's ``class_logits``), scaled to [0, 1] per image by the library.
 - ``--restrict brain``: ``brain_mask`` of the prepared input slice; ``restrict`` zeroes the map outside it and
   rescales it to [0, 1] inside, as the library scales over the whole image.
 """
@@ -41,7 +41,7 @@ __all__ = [
     "restrict",
 ]
 
-METHODS = ("gradcam", "gradcam++", "scorecam")
+METHODS = ("gradcam", "gradcam++", "scorecam", "layercam", "hirescam")
 RESTRICTIONS = ("none", "brain")
 
 
@@ -121,9 +121,10 @@ def layer_shape(net: nn.Module, layer: nn.Module, image: torch.Tensor, gradient:
 def cam_extractor(net: nn.Module, method: str = "gradcam", layer: str | None = None):
     """A pytorch-grad-cam object for ``net``: the module named ``layer`` (default: ``cam_target_layer``, for an
     ensemble every member's), ``cam_reshape`` and the class logits."""
-    from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, ScoreCAM
+    from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM
 
-    classes = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "scorecam": ScoreCAM}
+    classes = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "scorecam": ScoreCAM, "layercam": LayerCAM,
+               "hirescam": HiResCAM}  # fmt: skip
     if method not in classes:
         raise ConfigError(f"--method must be one of {list(classes)}, got {method!r}")
     if layer is not None:

@@ -37,7 +37,13 @@ def add_parser(sub) -> None:
     )
     cam.add_argument("--images", nargs="+", default=[], metavar="PATH", help="image files to explain")
     cam.add_argument("--out", required=True, help="folder for the overlays, cams.csv and localisation.json")
-    cam.add_argument("--method", choices=("gradcam", "gradcam++", "scorecam"), default="gradcam")
+    cam.add_argument(  # = tumorlab.evaluation.cam_maps.METHODS (not imported: keeps --help fast)
+        "--method",
+        choices=("gradcam", "gradcam++", "scorecam", "layercam", "hirescam"),
+        default="gradcam",
+        help="pytorch-grad-cam's method (default gradcam); layercam weighs each position by its own positive "
+        "gradient, which suits the earlier, finer layers",
+    )
     cam.add_argument(
         "--layer",
         metavar="NAME",
