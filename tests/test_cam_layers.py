@@ -14,6 +14,7 @@ import torch
 from tumorlab.errors import ConfigError
 from tumorlab.evaluation.cam import load_item, run_preprocessing
 from tumorlab.evaluation.cam_maps import (
+    ClassLogits,
     brain_mask,
     cam_extractor,
     compute_cams,
@@ -182,9 +183,17 @@ def test_score_on_a_named_layer_restricted_to_the_brain(cnn9_run, lgg_phantom, t
         expected = localisation_scores(restrict(cam, brain), item.mask, region=brain)
         for key in ("pointing_game", "pointing_chance", "iou_top", "iou_chance", "energy_share", "mask_share"):
             assert float(row[key]) == pytest.approx(expected[key], abs=1e-6), key
+        predicted = int(ClassLogits(task.net).eval()(item.tensor[None]).argmax())
+        assert float(row["detected"]) == float(predicted == item.label)
         chances.append(expected["pointing_chance"])
         plain_chances.append(pointing_chance(item.mask))
     assert np.mean(chances) > np.mean(plain_chances)  # a random point inside the brain hits more often
+    # the means over the slices the network classifies correctly: those rows of localisation.csv
+    detected = [r for r in per_slice if float(r["detected"]) == 1]
+    assert scores["detected"]["slices"] == len(detected)
+    if detected:
+        hits = np.mean([float(r["pointing_game"]) for r in detected])
+        assert scores["detected"]["pointing_game"] == pytest.approx(hits)
     assert f"pointing game {scores['pointing_game']:.3f}" in result.stdout and "the brain" in result.stdout
 
 

@@ -248,26 +248,37 @@ def _misclassified(net, items: list[CamItem], batch_size: int) -> list[CamItem]:
     return wrong
 
 
-def score_localisation(maps: Maps, items: list[CamItem], batch_size: int = 16) -> dict:
+def score_localisation(net, maps: Maps, items: list[CamItem], batch_size: int = 16) -> dict:
     """Mean localisation scores of the CAMs of the true class over ``items`` with a non-empty mask, their chance
     levels (inside the region the maps may point at), where the maxima fell (``peak_diagnostics`` against each
-    slice's ``brain_mask``) and ``tumour_in_brain``, the share of tumour pixels inside that brain mask."""
+    slice's ``brain_mask``) and ``tumour_in_brain``, the share of tumour pixels inside that brain mask; the same
+    means over the slices ``net`` classifies correctly (``detected``: where it finds the class it is explained
+    for), since a map of a class the network does not see there has nothing to point at."""
     scored = [it for it in items if it.mask is not None and it.mask.any() and it.label is not None]
     rows = []
     for batch in _batches(scored, batch_size):
-        for cam, it in zip(maps(batch, [it.label for it in batch]), batch, strict=True):
+        predicted = predict(net, torch.stack([it.tensor for it in batch])).argmax(dim=1).tolist()
+        cams = maps(batch, [it.label for it in batch])
+        for cam, it, pred in zip(cams, batch, predicted, strict=True):
             brain, region = brain_mask(it.display), maps.region(it)
             rows.append({
                 "file": str(it.path),
+                "detected": float(pred == it.label),
                 **localisation_scores(cam, it.mask, maps.tolerance, maps.top, region),
                 **peak_diagnostics(cam, it.mask, brain, region),
                 "tumour_in_brain": float(brain[it.mask > 0].mean()),
             })  # fmt: skip
-    means = mean_scores([{k: v for k, v in r.items() if k != "file"} for r in rows])
+    summary = {"slices": len(rows), "tolerance_px": maps.tolerance, "top_fraction": maps.top, **_means(rows)}
+    detected = [r for r in rows if r["detected"]]
+    summary["detected"] = {"slices": len(detected), **_means(detected)}
+    return {**summary, "per_slice": rows}
+
+
+def _means(rows: list[dict]) -> dict:
+    means = mean_scores([{k: v for k, v in r.items() if k not in ("file", "detected")} for r in rows])
     for key in ("peak_y", "peak_x"):  # a mean position says nothing; the per-slice values stay in the csv
         means.pop(key, None)
-    summary = {"slices": len(rows), "tolerance_px": maps.tolerance, "top_fraction": maps.top, **means}
-    return {**summary, "per_slice": rows}
+    return means
 
 
 def _write_csv(rows: list[dict], path: Path) -> None:
@@ -347,7 +358,7 @@ def explain(
         _write_csv(rows, out / "cams.csv")
     result = None
     if score:
-        scores = score_localisation(maps, test, batch_size)
+        scores = score_localisation(net, maps, test, batch_size)
         if scores["per_slice"]:
             _write_csv(scores["per_slice"], out / "localisation.csv")
         result = {"run": str(resolve_run(run_dir)[0]), **maps.columns, "layer_shape": shape, "split": "test",
@@ -373,7 +384,12 @@ def format_explanation(result: dict, out: str | Path) -> str:
             f"{s['pointing_game']:.3f} (chance {s['pointing_chance']:.3f}, tolerance {s['tolerance_px']:g} px), "
             f"IoU of the top {s['top_fraction']:.0%} {s['iou_top']:.3f} (chance {s['iou_chance']:.3f}), energy "
             f"inside the mask {s['energy_share']:.3f} (mask share {s['mask_share']:.3f}); maxima at the image "
-            f"border {s['peak_at_border']:.3f}, outside the brain {1 - s['peak_in_brain']:.3f} -> "
+            f"border {s['peak_at_border']:.3f}, outside the brain {1 - s['peak_in_brain']:.3f}"
+        )
+        d = s["detected"]
+        lines.append(
+            f"on the {d['slices']} of them the network classifies correctly: pointing game "
+            f"{d.get('pointing_game', float('nan')):.3f} (chance {d.get('pointing_chance', float('nan')):.3f}) -> "
             f"{Path(out) / LOCALISATION_FILE}"
         )
     return "\n".join(lines)
