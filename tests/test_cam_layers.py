@@ -218,3 +218,54 @@ def test_layercam_and_hirescam_give_maps_of_a_named_layer(method):
     cams = compute_cams(cam_extractor(net, method, "features.13"), x, [1, 1])
     assert cams.shape == (2, 32, 32) and np.isfinite(cams).all() and cams.max() <= 1 + 1e-6
     assert not np.allclose(cams, compute_cams(cam_extractor(net, "gradcam", "features.13"), x, [1, 1]))
+
+
+# --- --pad ---------------------------------------------------------------------------------------------------------
+
+
+def test_pad_puts_the_slice_in_a_canvas_of_background():
+    from tumorlab.evaluation.cam_maps import pad_images
+
+    images = torch.randn(2, 3, 8, 8)
+    canvas = pad_images(images, 4, (-1.0, -2.0, -3.0))
+    assert canvas.shape == (2, 3, 16, 16) and torch.equal(canvas[:, :, 4:12, 4:12], images)
+    assert (canvas[:, 1, :4] == -2.0).all() and (canvas[:, 2, :, -4:] == -3.0).all()
+
+
+def test_a_canvas_the_network_cannot_take_is_a_one_line_error():
+    from types import SimpleNamespace
+
+    from tumorlab.evaluation.cam_maps import build_maps
+    from tumorlab.models import UNetWithClassifier
+
+    net = UNetWithClassifier(encoder_depth=3, decoder_channels=(16, 8, 4)).eval()
+    item = SimpleNamespace(tensor=torch.randn(3, 32, 32))
+    black = dict(mean=[0.5] * 3, std=[0.25] * 3)
+    assert build_maps(net, [item], pad=4, **black)[1] == [5, 5]  # 40 px: divisible by 2^3
+    with pytest.raises(ConfigError, match=r"--pad 3: UNetWithClassifier cannot take 38×38 px inputs") as info:
+        build_maps(net, [item], pad=3, **black)
+    assert "\n" not in str(info.value)
+
+
+def test_score_with_pad_explains_the_slice_in_its_canvas(cnn9_run, tmp_path, cli):
+    out = tmp_path / "cam"
+    result = cli("cam", "--ckpt_path", str(cnn9_run), "--out", str(out), "--score", "--pad", "8")
+    assert result.returncode == 0, result.stderr
+    scores = json.loads((out / "localisation.json").read_text())
+    assert scores["pad_px"] == 8 and scores["layer_shape"] == [6, 6]  # (32 + 16) px / 8
+    with open(out / "localisation.csv") as f:
+        row = next(csv.DictReader(f))
+    task, dm = load_run(cnn9_run)
+    spec, mean, std = run_preprocessing(cnn9_run)
+    dm.setup("test")
+    sample = next(
+        dm.store.samples[i] for i in dm.datasets["test"].indices if str(dm.store.samples[i].image) == row["file"]
+    )
+    item = load_item(row["file"], spec, mean, std, sample)
+    canvas = torch.stack([torch.full((48, 48), -m / s) for m, s in zip(mean, std, strict=True)])
+    canvas[:, 8:40, 8:40] = item.tensor
+    (cam,) = compute_cams(cam_extractor(task.net), canvas[None], [item.label])
+    cam = cam[8:40, 8:40]
+    expected = localisation_scores((cam - cam.min()) / (cam.max() - cam.min()), item.mask)
+    for key in ("pointing_game", "iou_top", "energy_share"):
+        assert float(row[key]) == pytest.approx(expected[key], abs=1e-5), key

@@ -38,11 +38,10 @@ from tumorlab.evaluation.cam_maps import (
     ClassLogits,
     Maps,
     brain_mask,
+    build_maps,
     cam_extractor,
     cam_target_layer,
     compute_cams,
-    layer_name,
-    layer_shape,
     predict,
 )
 from tumorlab.evaluation.localisation import (
@@ -213,7 +212,7 @@ SCORE_COLUMNS = ("pointing_game", "iou_top", "energy_share")  # per overlay, of 
 def _overlays(net, maps: Maps, items: list[CamItem], names: list[str], out: Path, batch_size: int) -> list[dict]:
     rows = []
     for batch in _batches(items, batch_size):
-        probs = predict(net, torch.stack([it.tensor for it in batch]))
+        probs = predict(net, maps.inputs(batch))
         predicted = probs.argmax(dim=1).tolist()
         cams = maps(batch, predicted)
         scores = _item_scores(maps, batch)
@@ -257,7 +256,7 @@ def score_localisation(net, maps: Maps, items: list[CamItem], batch_size: int = 
     scored = [it for it in items if it.mask is not None and it.mask.any() and it.label is not None]
     rows = []
     for batch in _batches(scored, batch_size):
-        predicted = predict(net, torch.stack([it.tensor for it in batch])).argmax(dim=1).tolist()
+        predicted = predict(net, maps.inputs(batch)).argmax(dim=1).tolist()
         cams = maps(batch, [it.label for it in batch])
         for cam, it, pred in zip(cams, batch, predicted, strict=True):
             brain, region = brain_mask(it.display), maps.region(it)
@@ -321,18 +320,22 @@ def explain(
     device: str | None = None,
     layer: str | None = None,
     restriction: str = "none",
+    pad: int = 0,
 ) -> dict:
     """What ``tumorlab cam`` does: overlays into ``out`` (listed in ``out/cams.csv``) and, with ``score``,
     ``out/localisation.json`` (the means) and ``out/localisation.csv`` (per slice).
 
     Returns ``{"overlays": [...rows of cams.csv], "localisation": {...} or None}``. ``device``: where the network
     runs (default: CUDA when available); ``layer``: the module to hook, by its ``named_modules`` name in the
-    network (default: its ``cam_layer``); ``restriction``: ``brain`` zeroes the maps outside the brain.
+    network (default: its ``cam_layer``); ``restriction``: ``brain`` zeroes the maps outside the brain; ``pad``: px
+    of background around each slice the network sees (``pad_images``), the maps cropped back to the slice.
     """
     if not images and not misclassified and not score:
         raise ConfigError("tumorlab cam needs --images PATH..., --misclassified or --score")
     if restriction not in RESTRICTIONS:
         raise ConfigError(f"--restrict must be one of {list(RESTRICTIONS)}, got {restriction!r}")
+    if pad < 0:
+        raise ConfigError(f"--pad must be >= 0 pixels, got {pad}")
     task, datamodule = load_run(run_dir, data_root=data_root)
     spec, mean, std = run_preprocessing(run_dir)
     net = task.net.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -347,12 +350,7 @@ def explain(
         items += _misclassified(net, test, batch_size)[:limit]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    extractor = cam_extractor(net, method, layer)
-    hooked = extractor.target_layers
-    name = ", ".join(layer_name(net, m) for m in hooked) if layer is None else layer
-    maps = Maps(extractor, method, name, restriction, tolerance, top)
-    first = (items or test)[:1]
-    shape = layer_shape(net, hooked[0], first[0].tensor, method != "scorecam") if first else []
+    maps, shape = build_maps(net, (items or test)[:1], method, layer, restriction, tolerance, top, pad, mean, std)
     rows = _overlays(net, maps, items, names, out, batch_size)
     if rows:
         _write_csv(rows, out / "cams.csv")

@@ -31,11 +31,13 @@ __all__ = [
     "ClassLogits",
     "Maps",
     "brain_mask",
+    "build_maps",
     "cam_extractor",
     "cam_target_layer",
     "compute_cams",
     "layer_name",
     "layer_shape",
+    "pad_images",
     "predict",
     "resolve_layer",
     "restrict",
@@ -166,21 +168,71 @@ class Maps:
     restriction: str = "none"
     tolerance: float = DEFAULT_TOLERANCE
     top: float = DEFAULT_TOP
+    pad: int = 0
+    background: tuple[float, ...] = ()
 
     def region(self, item) -> np.ndarray | None:
         """The pixels the map of ``item`` may point at: its brain under ``--restrict brain``, else all."""
         return brain_mask(item.display) if self.restriction == "brain" else None
 
+    def inputs(self, batch: list) -> torch.Tensor:
+        """What the network sees of ``batch``: the tensors, each in a canvas of ``background`` ``pad`` px wide."""
+        images = torch.stack([it.tensor for it in batch])
+        return pad_images(images, self.pad, self.background) if self.pad else images
+
     def __call__(self, batch: list, targets: list[int]) -> list[np.ndarray]:
-        """The maps of ``batch`` for the ``targets`` classes, restricted where asked."""
-        cams = compute_cams(self.extractor, torch.stack([it.tensor for it in batch]), targets)
+        """The maps of ``batch`` for the ``targets`` classes (cropped back from the canvas, rescaled to [0, 1]
+        there as the library scales them), restricted where asked."""
+        cams = compute_cams(self.extractor, self.inputs(batch), targets)
+        if self.pad:
+            p = self.pad
+            cams = [restrict(c[p:-p, p:-p], np.ones(c[p:-p, p:-p].shape, dtype=bool)) for c in cams]
         regions = [self.region(it) for it in batch]
         return [cam if r is None else restrict(cam, r) for cam, r in zip(cams, regions, strict=True)]
 
     @property
-    def columns(self) -> dict[str, str]:
+    def columns(self) -> dict[str, object]:
         """What ``cams.csv`` and ``localisation.json`` record of the maps."""
-        return {"method": self.method, "layer": self.layer, "restriction": self.restriction}
+        return {"method": self.method, "layer": self.layer, "restriction": self.restriction, "pad_px": self.pad}
+
+
+def build_maps(
+    net: nn.Module, first: list, method: str = "gradcam", layer: str | None = None, restriction: str = "none",
+    tolerance: float = DEFAULT_TOLERANCE, top: float = DEFAULT_TOP, pad: int = 0, mean=(), std=(),
+) -> tuple[Maps, list[int]]:  # fmt: skip
+    """The ``Maps`` of ``net`` (``cam_extractor``; ``pad`` with the normalised black of ``mean``/``std``) and the
+    hooked map's size (``layer_shape`` of the first item of ``first``, ``[]`` without one), checked on it: a
+    layer the class logits do not depend on, or a canvas the network cannot take, is a ``ConfigError``."""
+    extractor = cam_extractor(net, method, layer)
+    hooked = extractor.target_layers
+    name = ", ".join(layer_name(net, m) for m in hooked) if layer is None else layer
+    black = tuple((0.0 - m) / s for m, s in zip(mean, std, strict=True))  # a zero pixel, normalised
+    maps = Maps(extractor, method, name, restriction, tolerance, top, pad, black)
+    if not first:
+        return maps, []
+    image = maps.inputs(first)[0]
+    if pad:
+        try:
+            with torch.no_grad():
+                ClassLogits(net).eval()(image[None].to(next(net.parameters()).device))
+        except (RuntimeError, ValueError, ConfigError) as e:  # a U-Net's sides must divide by 2^depth, a ViT's fixed
+            size = "×".join(map(str, image.shape[1:]))
+            first_line = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ConfigError(
+                f"--pad {pad}: {type(net).__name__} cannot take {size} px inputs ({first_line})"
+            ) from None
+    return maps, layer_shape(net, hooked[0], image, method != "scorecam")
+
+
+def pad_images(images: torch.Tensor, pad: int, background: tuple[float, ...]) -> torch.Tensor:
+    """``images`` ``(N, C, H, W)`` in the middle of a canvas ``pad`` px wider on each side, filled per channel with
+    ``background`` (a black pixel after normalisation): the network's zero padding then lies in background, not at
+    the slice's edge."""
+    n, c, h, w = images.shape
+    fill = torch.as_tensor(background, dtype=images.dtype).view(1, c, 1, 1)
+    canvas = fill.expand(n, c, h + 2 * pad, w + 2 * pad).clone()
+    canvas[:, :, pad : pad + h, pad : pad + w] = images
+    return canvas
 
 
 # --- where the map may point ------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ def _cam(ns: argparse.Namespace) -> int:
     result = explain(
         ns.ckpt_path, ns.out, images=ns.images, method=ns.method, misclassified=ns.misclassified, score=ns.score,
         limit=ns.limit, data_root=ns.data_root, tolerance=ns.tolerance, device=ns.device, layer=ns.layer,
-        restriction=ns.restrict,
+        restriction=ns.restrict, pad=ns.pad,
     )  # fmt: skip
     print(format_explanation(result, ns.out))
     return 0
@@ -57,6 +57,15 @@ def add_parser(sub) -> None:
         help="brain: zero the CAM outside the brain before scoring and drawing, and judge it (and the chance "
         "levels) on the brain's pixels only; the brain is the input slice's foreground (Otsu threshold of its "
         "brightest channel, closed, holes filled, largest component)",
+    )
+    cam.add_argument(
+        "--pad",
+        type=int,
+        default=0,
+        metavar="PX",
+        help="show the network each slice in a canvas of black (background) PX pixels wider on each side, and crop "
+        "the CAM back: the convolutions' zero padding then lies in background rather than at the slice's edge "
+        "(default 0; a U-Net needs sizes divisible by 2^depth, e.g. 16 px at 64 px)",
     )
     cam.add_argument("--misclassified", action="store_true", help="also explain the test images the model gets wrong")
     cam.add_argument(
