@@ -254,7 +254,9 @@ def test_score_with_pad_explains_the_slice_in_its_canvas(cnn9_run, tmp_path, cli
     scores = json.loads((out / "localisation.json").read_text())
     assert scores["pad_px"] == 8 and scores["layer_shape"] == [6, 6]  # (32 + 16) px / 8
     with open(out / "localisation.csv") as f:
-        row = next(csv.DictReader(f))
+        rows = list(csv.DictReader(f))
+    row = rows[0]
+    assert scores["detected_in_canvas_slices"] == sum(float(r["detected_in_canvas"]) for r in rows)
     task, dm = load_run(cnn9_run)
     spec, mean, std = run_preprocessing(cnn9_run)
     dm.setup("test")
@@ -264,6 +266,9 @@ def test_score_with_pad_explains_the_slice_in_its_canvas(cnn9_run, tmp_path, cli
     item = load_item(row["file"], spec, mean, std, sample)
     canvas = torch.stack([torch.full((48, 48), -m / s) for m, s in zip(mean, std, strict=True)])
     canvas[:, 8:40, 8:40] = item.tensor
+    net = ClassLogits(task.net).eval()
+    assert float(row["detected"]) == float(int(net(item.tensor[None]).argmax()) == item.label)  # the run's own call
+    assert float(row["detected_in_canvas"]) == float(int(net(canvas[None]).argmax()) == item.label)
     (cam,) = compute_cams(cam_extractor(task.net), canvas[None], [item.label])
     cam = cam[8:40, 8:40]
     expected = localisation_scores((cam - cam.min()) / (cam.max() - cam.min()), item.mask)

@@ -252,17 +252,20 @@ def score_localisation(net, maps: Maps, items: list[CamItem], batch_size: int = 
     levels (inside the region the maps may point at), where the maxima fell (``peak_diagnostics`` against each
     slice's ``brain_mask``) and ``tumour_in_brain``, the share of tumour pixels inside that brain mask; the same
     means over the slices ``net`` classifies correctly (``detected``: where it finds the class it is explained
-    for), since a map of a class the network does not see there has nothing to point at."""
+    for, as the run classifies the slice itself, without ``--pad``'s canvas), since a map of a class the network
+    does not see there has nothing to point at."""
     scored = [it for it in items if it.mask is not None and it.mask.any() and it.label is not None]
     rows = []
     for batch in _batches(scored, batch_size):
-        predicted = predict(net, maps.inputs(batch)).argmax(dim=1).tolist()
+        predicted = predict(net, torch.stack([it.tensor for it in batch])).argmax(dim=1).tolist()
+        in_canvas = predict(net, maps.inputs(batch)).argmax(dim=1).tolist() if maps.pad else predicted
         cams = maps(batch, [it.label for it in batch])
-        for cam, it, pred in zip(cams, batch, predicted, strict=True):
+        for cam, it, pred, pred_canvas in zip(cams, batch, predicted, in_canvas, strict=True):
             brain, region = brain_mask(it.display), maps.region(it)
             rows.append({
                 "file": str(it.path),
                 "detected": float(pred == it.label),
+                **({"detected_in_canvas": float(pred_canvas == it.label)} if maps.pad else {}),
                 **localisation_scores(cam, it.mask, maps.tolerance, maps.top, region),
                 **peak_diagnostics(cam, it.mask, brain, region),
                 "tumour_in_brain": float(brain[it.mask > 0].mean()),
@@ -270,11 +273,15 @@ def score_localisation(net, maps: Maps, items: list[CamItem], batch_size: int = 
     summary = {"slices": len(rows), "tolerance_px": maps.tolerance, "top_fraction": maps.top, **_means(rows)}
     detected = [r for r in rows if r["detected"]]
     summary["detected"] = {"slices": len(detected), **_means(detected)}
+    if maps.pad:  # the canvas may change what the network sees: how many it still classifies correctly there
+        summary["detected_in_canvas_slices"] = int(sum(r["detected_in_canvas"] for r in rows))
     return {**summary, "per_slice": rows}
 
 
 def _means(rows: list[dict]) -> dict:
-    means = mean_scores([{k: v for k, v in r.items() if k not in ("file", "detected")} for r in rows])
+    means = mean_scores(
+        [{k: v for k, v in r.items() if k not in ("file", "detected", "detected_in_canvas")} for r in rows]
+    )
     for key in ("peak_y", "peak_x"):  # a mean position says nothing; the per-slice values stay in the csv
         means.pop(key, None)
     return means
