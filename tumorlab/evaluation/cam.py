@@ -9,35 +9,53 @@ has its ``<case>_<n>_mask.tif`` beside it), the predicted class with its probabi
 explains. ``--misclassified`` adds the test images the model gets wrong; ``--score`` averages the
 ``localisation`` scores over the tumour slices of the test split (data with masks) into ``localisation.json``.
 
-The CAM hooks each network's ``cam_layer`` (a ViT's: that block's ``norm1``, see ``cam_target_layer``) with
-``reshape_transform=net.cam_reshape`` (ViT tokens to patch maps); ``ClassLogits`` makes the multi-task U-Net's
-``class_logits`` the explained output. Overlays explain the predicted class (and say so); the localisation scores
-explain the true class (the tumour), since the question there is whether the evidence for "tumour" lies on the
-tumour: with ``--score`` over the test split, and for each ``--images`` slice with a tumour mask in ``cams.csv``.
+The maps (``tumorlab.evaluation.cam_maps``) hook each network's ``cam_layer`` (a ViT's: that block's ``norm1``) or
+the module ``--layer`` names, with ``reshape_transform=net.cam_reshape`` (ViT tokens to patch maps); ``ClassLogits``
+makes the multi-task U-Net's ``class_logits`` the explained output; ``--restrict brain`` zeroes them outside the
+brain (``brain_mask``) before they are scored and drawn. Overlays explain the predicted class (and say so); the
+localisation scores explain the true class (the tumour), since the question there is whether the evidence for
+"tumour" lies on the tumour: with ``--score`` over the test split, and for each ``--images`` slice with a tumour
+mask in ``cams.csv``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from tumorlab.data.cache import Sample
 from tumorlab.data.io import read_image, read_mask
 from tumorlab.data.transforms import DecodeSpec, build_transforms, prepare
 from tumorlab.errors import ConfigError, DataError
-from tumorlab.evaluation.localisation import DEFAULT_TOLERANCE, DEFAULT_TOP, localisation_scores, mean_scores
+from tumorlab.evaluation.cam_maps import (
+    METHODS,
+    RESTRICTIONS,
+    ClassLogits,
+    Maps,
+    brain_mask,
+    build_maps,
+    cam_extractor,
+    cam_target_layer,
+    compute_cams,
+    predict,
+)
+from tumorlab.evaluation.localisation import (
+    DEFAULT_TOLERANCE,
+    DEFAULT_TOP,
+    localisation_scores,
+    mean_scores,
+    peak_diagnostics,
+)
 from tumorlab.runs.load import load_run, read_run, resolve_run
 
 __all__ = [
     "METHODS",
+    "RESTRICTIONS",
     "CamItem",
     "ClassLogits",
     "cam_extractor",
@@ -51,7 +69,6 @@ __all__ = [
     "score_localisation",
 ]
 
-METHODS = ("gradcam", "gradcam++", "scorecam")
 LOCALISATION_FILE = "localisation.json"
 
 
@@ -132,59 +149,6 @@ def _png_stem(path: Path) -> str:
 # --- CAMs -----------------------------------------------------------------------------------------------------
 
 
-class ClassLogits(nn.Module):
-    """The network with ``class_logits`` as its only output (the multi-task U-Net's head; others unchanged)."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.net(x)
-        return getattr(out, "class_logits", out)
-
-
-def cam_target_layer(net: nn.Module) -> nn.Module:
-    """The module to hook: the network's ``cam_layer`` (for a ViT its last block's ``norm1``, see
-    ``TimmClassifier``)."""
-    layer = getattr(net, "cam_layer", None)
-    if not isinstance(layer, nn.Module):
-        raise ConfigError(f"{type(net).__name__} has no cam_layer to compute a class-activation map on")
-    return layer
-
-
-def cam_extractor(net: nn.Module, method: str = "gradcam"):
-    """A pytorch-grad-cam object for ``net``: its ``cam_target_layer``, ``cam_reshape`` and class logits."""
-    from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, ScoreCAM
-
-    classes = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "scorecam": ScoreCAM}
-    if method not in classes:
-        raise ConfigError(f"--method must be one of {list(classes)}, got {method!r}")
-    # an ensemble (EnsembleNet) has one layer per member: pytorch-grad-cam averages the members' maps
-    layers = getattr(net, "cam_layers", None) or [cam_target_layer(net)]
-    reshape = getattr(net, "cam_reshape", None)
-    extractor = classes[method](model=ClassLogits(net), target_layers=layers, reshape_transform=reshape)
-    if method == "scorecam":
-        extractor.batch_size = 64  # masked copies of the input per forward pass (the library's default is 16)
-    return extractor
-
-
-def compute_cams(extractor, images: torch.Tensor, targets: list[int]) -> np.ndarray:
-    """CAMs ``(N, H, W)`` in [0, 1] (scaled per image by the library) of ``images`` for the ``targets`` classes."""
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
-    with contextlib.redirect_stderr(io.StringIO()):  # ScoreCAM draws a tqdm bar per image
-        cams = extractor(input_tensor=images, targets=[ClassifierOutputTarget(int(t)) for t in targets])
-    return np.nan_to_num(np.asarray(cams, dtype=np.float32))
-
-
-@torch.no_grad()
-def predict(net: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Class probabilities ``(N, C)`` (on the CPU) of ``images``, run where ``net`` lies."""
-    device = next(net.parameters()).device
-    return ClassLogits(net).eval()(images.to(device)).softmax(dim=1).cpu()
-
-
 def _batches(items: list, size: int):
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -245,15 +209,13 @@ def _test_samples(datamodule) -> list[Sample]:
 SCORE_COLUMNS = ("pointing_game", "iou_top", "energy_share")  # per overlay, of the true class's CAM
 
 
-def _overlays(net, extractor, items: list[CamItem], names: list[str], out: Path, batch_size: int,
-              tolerance: float = DEFAULT_TOLERANCE, top: float = DEFAULT_TOP) -> list[dict]:  # fmt: skip
+def _overlays(net, maps: Maps, items: list[CamItem], names: list[str], out: Path, batch_size: int) -> list[dict]:
     rows = []
     for batch in _batches(items, batch_size):
-        images = torch.stack([it.tensor for it in batch])
-        probs = predict(net, images)
+        probs = predict(net, maps.inputs(batch))
         predicted = probs.argmax(dim=1).tolist()
-        cams = compute_cams(extractor, images, predicted)
-        scores = _item_scores(extractor, batch, tolerance, top)
+        cams = maps(batch, predicted)
+        scores = _item_scores(maps, batch)
         for item, cam, pred, p, score in zip(batch, cams, predicted, probs.tolist(), scores, strict=True):
             true = names[item.label] if item.label is not None else "unknown"
             title = (f"{item.path.name}\ntrue: {true}, predicted: {names[pred]} (p = {p[pred]:.2f})\n"
@@ -261,18 +223,18 @@ def _overlays(net, extractor, items: list[CamItem], names: list[str], out: Path,
             png = draw_overlay(item, cam, title, out / f"{len(rows):03d}_{_png_stem(item.path)}.png")
             rows.append({"file": str(item.path), "true_class": true, "predicted_class": names[pred],
                          "probability": round(p[pred], 4), "explained_class": names[pred], "overlay": png.name,
-                         **score})  # fmt: skip
+                         **maps.columns, **score})  # fmt: skip
     return rows
 
 
-def _item_scores(extractor, batch: list[CamItem], tolerance: float, top: float) -> list[dict]:
+def _item_scores(maps: Maps, batch: list[CamItem]) -> list[dict]:
     """``SCORE_COLUMNS`` of each item with a tumour mask and a true class (the CAM of that class), else empty."""
     scored = [k for k, it in enumerate(batch) if it.mask is not None and it.mask.any() and it.label is not None]
     out = [dict.fromkeys(SCORE_COLUMNS, "") for _ in batch]
     if scored:
-        cams = compute_cams(extractor, torch.stack([batch[k].tensor for k in scored]), [batch[k].label for k in scored])
+        cams = maps([batch[k] for k in scored], [batch[k].label for k in scored])
         for k, cam in zip(scored, cams, strict=True):
-            values = localisation_scores(cam, batch[k].mask, tolerance, top)
+            values = localisation_scores(cam, batch[k].mask, maps.tolerance, maps.top, maps.region(batch[k]))
             out[k] = {c: round(float(values[c]), 4) for c in SCORE_COLUMNS}
     return out
 
@@ -285,21 +247,44 @@ def _misclassified(net, items: list[CamItem], batch_size: int) -> list[CamItem]:
     return wrong
 
 
-def score_localisation(
-    net, extractor, items: list[CamItem], batch_size: int = 16, tolerance: float = DEFAULT_TOLERANCE,
-    top: float = DEFAULT_TOP,
-) -> dict:  # fmt: skip
-    """Mean localisation scores of the CAMs of the true class over ``items`` with a non-empty mask."""
+def score_localisation(net, maps: Maps, items: list[CamItem], batch_size: int = 16) -> dict:
+    """Mean localisation scores of the CAMs of the true class over ``items`` with a non-empty mask, their chance
+    levels (inside the region the maps may point at), where the maxima fell (``peak_diagnostics`` against each
+    slice's ``brain_mask``) and ``tumour_in_brain``, the share of tumour pixels inside that brain mask; the same
+    means over the slices ``net`` classifies correctly (``detected``: where it finds the class it is explained
+    for, as the run classifies the slice itself, without ``--pad``'s canvas), since a map of a class the network
+    does not see there has nothing to point at."""
     scored = [it for it in items if it.mask is not None and it.mask.any() and it.label is not None]
     rows = []
     for batch in _batches(scored, batch_size):
-        cams = compute_cams(extractor, torch.stack([it.tensor for it in batch]), [it.label for it in batch])
-        rows += [
-            {"file": str(it.path), **localisation_scores(cam, it.mask, tolerance, top)}
-            for cam, it in zip(cams, batch, strict=True)
-        ]
-    means = mean_scores([{k: v for k, v in r.items() if k != "file"} for r in rows])
-    return {"slices": len(rows), "tolerance_px": tolerance, "top_fraction": top, **means, "per_slice": rows}
+        predicted = predict(net, torch.stack([it.tensor for it in batch])).argmax(dim=1).tolist()
+        in_canvas = predict(net, maps.inputs(batch)).argmax(dim=1).tolist() if maps.pad else predicted
+        cams = maps(batch, [it.label for it in batch])
+        for cam, it, pred, pred_canvas in zip(cams, batch, predicted, in_canvas, strict=True):
+            brain, region = brain_mask(it.display), maps.region(it)
+            rows.append({
+                "file": str(it.path),
+                "detected": float(pred == it.label),
+                **({"detected_in_canvas": float(pred_canvas == it.label)} if maps.pad else {}),
+                **localisation_scores(cam, it.mask, maps.tolerance, maps.top, region),
+                **peak_diagnostics(cam, it.mask, brain, region),
+                "tumour_in_brain": float(brain[it.mask > 0].mean()),
+            })  # fmt: skip
+    summary = {"slices": len(rows), "tolerance_px": maps.tolerance, "top_fraction": maps.top, **_means(rows)}
+    detected = [r for r in rows if r["detected"]]
+    summary["detected"] = {"slices": len(detected), **_means(detected)}
+    if maps.pad:  # the canvas may change what the network sees: how many it still classifies correctly there
+        summary["detected_in_canvas_slices"] = int(sum(r["detected_in_canvas"] for r in rows))
+    return {**summary, "per_slice": rows}
+
+
+def _means(rows: list[dict]) -> dict:
+    means = mean_scores(
+        [{k: v for k, v in r.items() if k not in ("file", "detected", "detected_in_canvas")} for r in rows]
+    )
+    for key in ("peak_y", "peak_x"):  # a mean position says nothing; the per-slice values stay in the csv
+        means.pop(key, None)
+    return means
 
 
 def _write_csv(rows: list[dict], path: Path) -> None:
@@ -340,15 +325,24 @@ def explain(
     tolerance: float = DEFAULT_TOLERANCE,
     top: float = DEFAULT_TOP,
     device: str | None = None,
+    layer: str | None = None,
+    restriction: str = "none",
+    pad: int = 0,
 ) -> dict:
     """What ``tumorlab cam`` does: overlays into ``out`` (listed in ``out/cams.csv``) and, with ``score``,
     ``out/localisation.json`` (the means) and ``out/localisation.csv`` (per slice).
 
     Returns ``{"overlays": [...rows of cams.csv], "localisation": {...} or None}``. ``device``: where the network
-    runs (default: CUDA when available).
+    runs (default: CUDA when available); ``layer``: the module to hook, by its ``named_modules`` name in the
+    network (default: its ``cam_layer``); ``restriction``: ``brain`` zeroes the maps outside the brain; ``pad``: px
+    of background around each slice the network sees (``pad_images``), the maps cropped back to the slice.
     """
     if not images and not misclassified and not score:
         raise ConfigError("tumorlab cam needs --images PATH..., --misclassified or --score")
+    if restriction not in RESTRICTIONS:
+        raise ConfigError(f"--restrict must be one of {list(RESTRICTIONS)}, got {restriction!r}")
+    if pad < 0:
+        raise ConfigError(f"--pad must be >= 0 pixels, got {pad}")
     task, datamodule = load_run(run_dir, data_root=data_root)
     spec, mean, std = run_preprocessing(run_dir)
     net = task.net.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -363,16 +357,16 @@ def explain(
         items += _misclassified(net, test, batch_size)[:limit]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    extractor = cam_extractor(net, method)
-    rows = _overlays(net, extractor, items, names, out, batch_size, tolerance, top)
+    maps, shape = build_maps(net, (items or test)[:1], method, layer, restriction, tolerance, top, pad, mean, std)
+    rows = _overlays(net, maps, items, names, out, batch_size)
     if rows:
         _write_csv(rows, out / "cams.csv")
     result = None
     if score:
-        scores = score_localisation(net, extractor, test, batch_size, tolerance, top)
+        scores = score_localisation(net, maps, test, batch_size)
         if scores["per_slice"]:
             _write_csv(scores["per_slice"], out / "localisation.csv")
-        result = {"run": str(resolve_run(run_dir)[0]), "method": method, "split": "test",
+        result = {"run": str(resolve_run(run_dir)[0]), **maps.columns, "layer_shape": shape, "split": "test",
                   **{k: v for k, v in scores.items() if k != "per_slice"}}  # fmt: skip
         (out / LOCALISATION_FILE).write_text(json.dumps(result, indent=2) + "\n")
     return {"overlays": rows, "localisation": result}
@@ -390,9 +384,17 @@ def format_explanation(result: dict, out: str | Path) -> str:
     s = result["localisation"]
     if s is not None:
         lines.append(
-            f"localisation over {s['slices']} tumour slices of the test split ({s['method']}): pointing game "
+            f"localisation over {s['slices']} tumour slices of the test split ({s['method']} on {s['layer']}, "
+            f"restricted to: {'the brain' if s['restriction'] == 'brain' else 'nothing'}): pointing game "
             f"{s['pointing_game']:.3f} (chance {s['pointing_chance']:.3f}, tolerance {s['tolerance_px']:g} px), "
-            f"IoU of the top {s['top_fraction']:.0%} {s['iou_top']:.3f}, energy inside the mask "
-            f"{s['energy_share']:.3f} (mask share {s['mask_share']:.3f}) -> {Path(out) / LOCALISATION_FILE}"
+            f"IoU of the top {s['top_fraction']:.0%} {s['iou_top']:.3f} (chance {s['iou_chance']:.3f}), energy "
+            f"inside the mask {s['energy_share']:.3f} (mask share {s['mask_share']:.3f}); maxima at the image "
+            f"border {s['peak_at_border']:.3f}, outside the brain {1 - s['peak_in_brain']:.3f}"
+        )
+        d = s["detected"]
+        lines.append(
+            f"on the {d['slices']} of them the network classifies correctly: pointing game "
+            f"{d.get('pointing_game', float('nan')):.3f} (chance {d.get('pointing_chance', float('nan')):.3f}) -> "
+            f"{Path(out) / LOCALISATION_FILE}"
         )
     return "\n".join(lines)

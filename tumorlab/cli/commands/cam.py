@@ -14,7 +14,8 @@ def _cam(ns: argparse.Namespace) -> int:
     quiet_known_noise()
     result = explain(
         ns.ckpt_path, ns.out, images=ns.images, method=ns.method, misclassified=ns.misclassified, score=ns.score,
-        limit=ns.limit, data_root=ns.data_root, tolerance=ns.tolerance, device=ns.device,
+        limit=ns.limit, data_root=ns.data_root, tolerance=ns.tolerance, device=ns.device, layer=ns.layer,
+        restriction=ns.restrict, pad=ns.pad,
     )  # fmt: skip
     print(format_explanation(result, ns.out))
     return 0
@@ -36,7 +37,36 @@ def add_parser(sub) -> None:
     )
     cam.add_argument("--images", nargs="+", default=[], metavar="PATH", help="image files to explain")
     cam.add_argument("--out", required=True, help="folder for the overlays, cams.csv and localisation.json")
-    cam.add_argument("--method", choices=("gradcam", "gradcam++", "scorecam"), default="gradcam")
+    cam.add_argument(  # = tumorlab.evaluation.cam_maps.METHODS (not imported: keeps --help fast)
+        "--method",
+        choices=("gradcam", "gradcam++", "scorecam", "layercam", "hirescam"),
+        default="gradcam",
+        help="pytorch-grad-cam's method (default gradcam); layercam weighs each position by its own positive "
+        "gradient, which suits the earlier, finer layers",
+    )
+    cam.add_argument(
+        "--layer",
+        metavar="NAME",
+        help="the module to hook, named as the network's named_modules() names it (e.g. features.21); "
+        "default: the network's cam_layer",
+    )
+    cam.add_argument(
+        "--restrict",
+        choices=("none", "brain"),
+        default="none",
+        help="brain: zero the CAM outside the brain before scoring and drawing, and judge it (and the chance "
+        "levels) on the brain's pixels only; the brain is the input slice's foreground (Otsu threshold of its "
+        "brightest channel, closed, holes filled, largest component)",
+    )
+    cam.add_argument(
+        "--pad",
+        type=int,
+        default=0,
+        metavar="PX",
+        help="show the network each slice in a canvas of black (background) PX pixels wider on each side, and crop "
+        "the CAM back: the convolutions' zero padding then lies in background rather than at the slice's edge "
+        "(default 0; a U-Net needs sizes divisible by 2^depth, e.g. 16 px at 64 px)",
+    )
     cam.add_argument("--misclassified", action="store_true", help="also explain the test images the model gets wrong")
     cam.add_argument(
         "--score",
