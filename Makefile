@@ -5,7 +5,7 @@
 #   make test-fast   the same without the tests marked slow
 #   make bench  every benchmark script in benchmarks/ in its full mode (1.5-2 h; run it on an idle machine)
 #   make docs-check   run the docs' shell blocks marked <!-- docs-check --> on phantoms (tools/docs_check.py)
-#   make results   every study's numbers on the real data (TUMORLAB_REAL_DATA) into docs/results.md (~2 h)
+#   make results   every study's numbers on the real data (TUMORLAB_REAL_DATA) into runs/results/results.md (~2 h)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -79,9 +79,10 @@ bench: $(BIN)/.tumorlab-installed $(DEMO_DATA)/kaggle_3m/data.csv
 	$(BIN)/python benchmarks/demo.py --runs 3 --out $(BENCH_OUT)/demo.json
 
 # LGG cross-validation, CAM scores, 4-class grouped vs random split and the pruning table, through the tumorlab
-# commands, into docs/results.md (runs under runs/results/; one stage again: benchmarks/results.py --stages ...).
+# commands, into runs/results/results.md (runs under runs/results/; one stage again: benchmarks/results.py --stages
+# ...). docs/results.md quotes those sections beside the hand-run studies (transfer learning, CAM, pruning on 36).
 results: $(BIN)/.tumorlab-installed
-	TUMORLAB_REAL_DATA=$(REAL_DATA) $(BIN)/python benchmarks/results.py --docs docs/results.md
+	TUMORLAB_REAL_DATA=$(REAL_DATA) $(BIN)/python benchmarks/results.py --docs runs/results/results.md
 
 # Every docs block marked <!-- docs-check --> (README.md, docs/*.md), each in a fresh folder with phantom data;
 # one line per block, a failing one named by file:line with its output's tail. DOCS_CHECK_ARGS: e.g. --list.
