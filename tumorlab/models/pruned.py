@@ -126,23 +126,8 @@ class ChannelPruned(nn.Module):
         mask_channels: linked from the data module (the U-Net's segmentation head).
     """
 
-    def __new__(
-        cls,
-        net: dict,
-        shapes: dict[str, list[int]],
-        in_channels: int | None = None,
-        num_classes: int | None = None,
-        image_size: int | None = None,
-        mask_channels: int | None = None,
-    ) -> nn.Module:
-        return _build_pruned(
-            net,
-            shapes,
-            in_channels=in_channels,
-            num_classes=num_classes,
-            image_size=image_size,
-            mask_channels=mask_channels,
-        )
+    def __new__(cls, net: dict, shapes: dict[str, list[int]], **linked: int | None) -> nn.Module:
+        return _build_pruned(net, shapes, **linked)  # the arguments are __init__'s (the signature configs see)
 
     def __init__(
         self,
